@@ -1,0 +1,134 @@
+"""Deterministic random-weight checkpoints of true layouts, written as safetensors.
+
+No weights can be downloaded in CI, so tests and the `--demo-weights` path build checkpoints with
+the real SD1.5-InstructPix2Pix layout (see sd15_layout) and random values. Values are drawn per key
+from a generator seeded by (seed, key), so any subset of keys can be regenerated alone, and are
+rounded to float16 so the fp16 and fp32 files hold the same numbers. The file is streamed to disk
+one tensor at a time: memory stays at the size of the largest tensor.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import zlib
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import torch
+
+from .sd15_layout import UNET_PREFIX, Layout
+
+# Bump when the values a given (layout, seed) produces change, so caches regenerate.
+GENERATOR_VERSION = 1
+
+_SAFETENSORS_DTYPES = {torch.float16: "F16", torch.float32: "F32", torch.int64: "I64"}
+
+
+def random_tensor(key: str, shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """float32 values (exactly representable in float16) for one checkpoint tensor.
+
+    Kaiming-uniform-like weights (+-1/sqrt(fan_in)) keep activations bounded through the
+    residual stacks; 1-D weights are norm scales (near 1); biases and embeddings are small.
+    """
+    generator = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(key.encode())) % (2**63))
+    unit = torch.rand(shape, generator=generator, dtype=torch.float32) * 2.0 - 1.0  # U(-1, 1)
+    if key.endswith(".bias"):
+        values = unit * 0.02
+    elif "embedding" in key:
+        values = unit * 0.03
+    elif len(shape) == 1:
+        values = 1.0 + unit * 0.1
+    else:
+        fan_in = math.prod(shape[1:])
+        values = unit / math.sqrt(fan_in)
+    return values.to(torch.float16).to(torch.float32)
+
+
+def write_safetensors(
+    path: str | os.PathLike[str],
+    entries: Iterable[tuple[str, tuple[int, ...], torch.dtype]],
+    make_tensor: Callable[[str, tuple[int, ...]], torch.Tensor],
+    metadata: dict[str, str] | None = None,
+) -> None:
+    """Stream tensors into a safetensors file without holding them all in memory.
+
+    entries: (key, shape, dtype) in file order; make_tensor(key, shape) returns each tensor
+    (cast to its dtype here). Written to `path + ".partial"` and renamed when complete.
+    """
+    entries = list(entries)
+    header: dict[str, object] = {}
+    offset = 0
+    for key, shape, dtype in entries:
+        nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        header[key] = {"dtype": _SAFETENSORS_DTYPES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    if metadata:
+        header["__metadata__"] = metadata
+    header_bytes = json.dumps(header, separators=(",", ":")).encode()
+    header_bytes += b" " * (-len(header_bytes) % 8)  # the format aligns the data to 8 bytes
+
+    target = Path(path)
+    partial = target.with_name(target.name + ".partial")
+    with partial.open("wb") as out:
+        out.write(struct.pack("<Q", len(header_bytes)))
+        out.write(header_bytes)
+        for key, shape, dtype in entries:
+            tensor = make_tensor(key, shape).to(dtype).contiguous()
+            if tuple(tensor.shape) != tuple(shape):
+                raise ValueError(f"tensor {key} has shape {tuple(tensor.shape)}, layout says {shape}")
+            out.write(tensor.numpy().tobytes())
+    partial.replace(target)
+
+
+def ema_key(unet_key: str) -> str:
+    """The LDM LitEma buffer name for a UNet parameter: dots removed, under `model_ema.`.
+
+    "model.diffusion_model.input_blocks.0.0.weight" -> "model_ema.diffusion_modelinput_blocks00weight"
+    """
+    return "model_ema." + unet_key[len("model."):].replace(".", "")
+
+
+def write_random_checkpoint(
+    path: str | os.PathLike[str],
+    layout: Layout,
+    seed: int,
+    dtype: torch.dtype = torch.float16,
+    with_ema: bool = False,
+    description: str = "",
+) -> None:
+    """A random-weight checkpoint of `layout`. with_ema adds LDM-style `model_ema.*` copies of the
+    UNet weights (drawn with another seed, so EMA and non-EMA weights differ) as the official
+    instruct-pix2pix file has them."""
+    entries: list[tuple[str, tuple[int, ...], torch.dtype]] = [(key, shape, dtype) for key, shape in layout]
+    ema_sources: dict[str, tuple[str, tuple[int, ...]]] = {}
+    if with_ema:
+        for key, shape in layout:
+            if key.startswith(UNET_PREFIX):
+                ema_sources[ema_key(key)] = (key, shape)
+                entries.append((ema_key(key), shape, dtype))
+        entries.append(("model_ema.decay", (), torch.float32))
+        entries.append(("model_ema.num_updates", (), torch.int64))
+
+    def make(key: str, shape: tuple[int, ...]) -> torch.Tensor:
+        if key == "model_ema.decay":
+            return torch.tensor(0.9999)
+        if key == "model_ema.num_updates":
+            return torch.tensor(1000, dtype=torch.int64)
+        if key in ema_sources:
+            source_key, source_shape = ema_sources[key]
+            return random_tensor(source_key, source_shape, seed + 1)
+        return random_tensor(key, shape, seed)
+
+    info = {
+        "generator": "ipx2p_core.synthetic",
+        "generator_version": GENERATOR_VERSION,
+        "seed": seed,
+        "with_ema": with_ema,
+        "notice": "RANDOM WEIGHTS for tests and demos: images made with this file are noise.",
+        "description": description,
+    }
+    # One metadata key: safetensors libraries order several keys arbitrarily, this keeps files
+    # byte-identical run to run.
+    write_safetensors(path, entries, make, metadata={"ipx2p_synthetic": json.dumps(info, sort_keys=True)})

@@ -1,0 +1,98 @@
+"""Fixtures: the in-process host, random-weight checkpoints of true layouts, the HTTP server.
+
+The host under test is chosen by COMFYUI_PATH (your own ComfyUI) or IPX2P_HOST (a version that
+`make setup` fetched; default 0.30.0). One host per pytest process.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ipx2p_tools.checkpoints import ensure_synthetic
+from ipx2p_tools.host import InProcessHost
+from ipx2p_tools.layout import CACHE_DIR, HOST_SOURCES, host_frontend_root, selected_host
+from ipx2p_tools.server import HostServer
+
+CHECKPOINT_DIR = CACHE_DIR / "ckpt"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    name, tree = selected_host()
+    return f"ComfyUI host: {name} at {tree}"
+
+
+@pytest.fixture(scope="session")
+def host_tree() -> Path:
+    name, tree = selected_host()
+    if not (tree / "main.py").exists():
+        pytest.exit(f"no ComfyUI at {tree} (host {name}); run `make setup` first", returncode=2)
+    return tree
+
+
+@pytest.fixture(scope="session")
+def host_name() -> str:
+    return selected_host()[0]
+
+
+@pytest.fixture(scope="session")
+def host(host_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> InProcessHost:
+    """ComfyUI booted in this process with the pack loaded, models from the checkpoint cache."""
+    work = tmp_path_factory.mktemp("host")
+    CHECKPOINT_DIR.mkdir(parents=True, exist_ok=True)
+    instance = InProcessHost(
+        host_tree,
+        input_dir=work / "input",
+        output_dir=work / "output",
+        temp_dir=work / "temp",
+        model_dirs={"checkpoints": [CHECKPOINT_DIR], "controlnet": [CHECKPOINT_DIR]},
+    )
+    return instance.boot()
+
+
+@pytest.fixture(scope="session")
+def ip2p_ckpt() -> Path:
+    """SD1.5-InstructPix2Pix, random weights, true layout (8-channel UNet), fp16."""
+    return ensure_synthetic("ip2p", CHECKPOINT_DIR)
+
+
+@pytest.fixture(scope="session")
+def sd15_ckpt() -> Path:
+    """Plain SD1.5 (4-channel UNet), random weights: what users load by mistake."""
+    return ensure_synthetic("sd15", CHECKPOINT_DIR)
+
+
+@pytest.fixture(scope="session")
+def controlnet_ckpt() -> Path:
+    """SD1.5 ControlNet 1.x, random weights."""
+    return ensure_synthetic("controlnet", CHECKPOINT_DIR)
+
+
+@pytest.fixture()
+def input_image(host: InProcessHost, request: pytest.FixtureRequest) -> str:
+    """A small picture in the host's input folder; returns its name for LoadImage."""
+    from PIL import Image, ImageDraw
+
+    width, height = getattr(request, "param", (96, 64))
+    picture = Image.new("RGB", (width, height), (40, 110, 190))
+    ImageDraw.Draw(picture).ellipse((width // 5, height // 6, width // 2, height * 5 // 6), fill=(240, 200, 50))
+    name = f"test_{width}x{height}.png"
+    picture.save(Path(host.input_dir) / name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def server(host_tree: Path, host_name: str, ip2p_ckpt: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The real HTTP server, `main.py --cpu` on a free loopback port, serving the pack."""
+    front_end = None
+    if host_name in HOST_SOURCES and HOST_SOURCES[host_name].own_frontend:
+        front_end = host_frontend_root(host_name)
+    instance = HostServer(
+        host_tree,
+        tmp_path_factory.mktemp("server"),
+        model_paths={"checkpoints": CHECKPOINT_DIR, "controlnet": CHECKPOINT_DIR},
+        front_end_root=front_end,
+    )
+    instance.start()
+    yield instance
+    instance.stop()
