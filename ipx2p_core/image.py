@@ -30,3 +30,34 @@ def keep_edit_size(width: int, height: int, multiple: int = 8) -> tuple[int, int
     if new_width < multiple or new_height < multiple:
         raise ValueError(f"image is {width}x{height} px; it must be at least {multiple}x{multiple} px")
     return new_width, new_height
+
+
+def long_side_edit_size(width: int, height: int, resolution: int = 512, multiple: int = 8) -> tuple[int, int]:
+    """Long side to `resolution`, short side in proportion; both rounded to multiples of `multiple`.
+
+    Unlike the original rule this never passes `resolution` and keeps the aspect ratio within
+    one latent pixel.
+    """
+    if width < 1 or height < 1:
+        raise ValueError(f"image size must be positive, got {width}x{height}")
+    if resolution < multiple:
+        raise ValueError(f"resolution must be at least {multiple}, got {resolution}")
+    scale = resolution / max(width, height)
+    new_width = max(multiple, round(width * scale / multiple) * multiple)
+    new_height = max(multiple, round(height * scale / multiple) * multiple)
+    return new_width, new_height
+
+
+RESIZE_MODES = ("original", "keep", "long_side")
+
+
+def edit_size(mode: str, width: int, height: int, resolution: int) -> tuple[int, int]:
+    """Target (width, height) for a resize mode: original (the paper's rule), keep (crop to
+    multiples of 8), long_side (long side to resolution, multiples of 8)."""
+    if mode == "original":
+        return original_edit_size(width, height, resolution)
+    if mode == "keep":
+        return keep_edit_size(width, height)
+    if mode == "long_side":
+        return long_side_edit_size(width, height, resolution)
+    raise ValueError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {mode!r}")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import ema_name
 from .sd15_layout import UNET_PREFIX, Layout
 
 # Bump when the values a given (layout, seed) produces change, so caches regenerate.
@@ -82,14 +83,6 @@ def write_safetensors(
     partial.replace(target)
 
 
-def ema_key(unet_key: str) -> str:
-    """The LDM LitEma buffer name for a UNet parameter: dots removed, under `model_ema.`.
-
-    "model.diffusion_model.input_blocks.0.0.weight" -> "model_ema.diffusion_modelinput_blocks00weight"
-    """
-    return "model_ema." + unet_key[len("model."):].replace(".", "")
-
-
 def write_random_checkpoint(
     path: str | os.PathLike[str],
     layout: Layout,
@@ -106,8 +99,8 @@ def write_random_checkpoint(
     if with_ema:
         for key, shape in layout:
             if key.startswith(UNET_PREFIX):
-                ema_sources[ema_key(key)] = (key, shape)
-                entries.append((ema_key(key), shape, dtype))
+                ema_sources[ema_name(key)] = (key, shape)
+                entries.append((ema_name(key), shape, dtype))
         entries.append(("model_ema.decay", (), torch.float32))
         entries.append(("model_ema.num_updates", (), torch.int64))
 

@@ -89,41 +89,63 @@ class UiWorkflowBuilder:
         }
 
 
-def edit_workflow(info: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The main job: one image, one instruction, the paper's settings (100 Euler-ancestral steps,
-    s_T 7.5, s_I 1.5, long side 512). Built from ComfyUI's core nodes for now."""
-    wf = UiWorkflowBuilder(info, "ip2p_edit")
-    models = [{"name": OFFICIAL_CHECKPOINT, "url": OFFICIAL_URL, "directory": "checkpoints"}]
-    ckpt = wf.add("CheckpointLoaderSimple", [OFFICIAL_CHECKPOINT], (20, 40), role="checkpoint", models=models)
-    image = wf.add("LoadImage", ["example.png", "image"], (20, 230), role="image", size=(320, 320))
-    resize = wf.add("ImageScale", ["lanczos", 512, 512, "center"], (380, 230), {"image": (image, 0)}, role="resize")
+CHECKPOINT_MODELS = [{"name": OFFICIAL_CHECKPOINT, "url": OFFICIAL_URL, "directory": "checkpoints"}]
+
+
+def _inputs(wf: UiWorkflowBuilder) -> tuple[dict[str, Any], ...]:
+    """Loader, picture, instruction, empty negative and the encoded image: every workflow starts so."""
+    ckpt = wf.add("IPX2P_CheckpointLoader", [OFFICIAL_CHECKPOINT, "auto"], (20, 40), role="checkpoint",
+                  models=CHECKPOINT_MODELS)
+    image = wf.add("LoadImage", ["example.png", "image"], (20, 260), role="image", size=(320, 320))
     positive = wf.add("CLIPTextEncode", ["make it snowy"], (380, 0), {"clip": (ckpt, 1)}, role="instruction",
                       title="Instruction")
-    negative = wf.add("CLIPTextEncode", [""], (380, 420), {"clip": (ckpt, 1)}, role="negative",
+    negative = wf.add("CLIPTextEncode", [""], (380, 220), {"clip": (ckpt, 1)}, role="negative",
                       title="Negative (leave empty)")
-    ip2p = wf.add(
-        "InstructPixToPixConditioning", [], (740, 200),
-        {"positive": (positive, 0), "negative": (negative, 0), "vae": (ckpt, 2), "pixels": (resize, 0)},
+    encoded = wf.add("IPX2P_EncodeImage", ["original", 512], (380, 440), {"vae": (ckpt, 2), "image": (image, 0)},
+                     role="encode")
+    return ckpt, positive, negative, encoded
+
+
+def edit_workflow(info: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The main job in one node: the paper's settings (100 Euler-ancestral steps, s_T 7.5, s_I 1.5,
+    long side 512 with sides in multiples of 64)."""
+    wf = UiWorkflowBuilder(info, "ip2p_edit")
+    ckpt, positive, negative, encoded = _inputs(wf)
+    edited = wf.add(
+        "IPX2P_Edit", [0, "fixed", 100, 7.5, 1.5, "euler_ancestral", "normal", 1.0], (760, 100),
+        {"model": (ckpt, 0), "positive": (positive, 0), "negative": (negative, 0), "edit_latent": (encoded, 0)},
+        role="edit", size=(320, 300),
     )
-    guider = wf.add(
-        "DualCFGGuider", [7.5, 1.5, "regular"], (1080, 0),
-        {"model": (ckpt, 0), "cond1": (ip2p, 0), "cond2": (ip2p, 1), "negative": (negative, 0)},
-        role="guider",
-    )
-    noise = wf.add("RandomNoise", [0, "fixed"], (1080, 200), role="noise")
-    sampler = wf.add("KSamplerSelect", ["euler_ancestral"], (1080, 330), role="sampler")
-    sigmas = wf.add("BasicScheduler", ["normal", 100, 1.0], (1080, 440), {"model": (ckpt, 0)}, role="scheduler")
-    sampled = wf.add(
-        "SamplerCustomAdvanced", [], (1420, 100),
-        {"noise": (noise, 0), "guider": (guider, 0), "sampler": (sampler, 0), "sigmas": (sigmas, 0),
-         "latent_image": (ip2p, 2)},
-    )
-    decoded = wf.add("VAEDecode", [], (1760, 100), {"samples": (sampled, 0), "vae": (ckpt, 2)})
-    wf.add("SaveImage", ["ipx2p_edit"], (2000, 100), {"images": (decoded, 0)}, role="save", size=(400, 420))
+    decoded = wf.add("VAEDecode", [], (1120, 100), {"samples": (edited, 0), "vae": (ckpt, 2)})
+    wf.add("SaveImage", ["ipx2p_edit"], (1360, 100), {"images": (decoded, 0)}, role="save", size=(400, 420))
     return wf.to_json()
 
 
-WORKFLOWS = {"ip2p_edit.json": edit_workflow}
+def custom_sampler_workflow(info: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The same edit with the guider on SamplerCustomAdvanced, for custom samplers and schedules."""
+    wf = UiWorkflowBuilder(info, "ip2p_custom_sampler")
+    ckpt, positive, negative, encoded = _inputs(wf)
+    conditioning = wf.add("IPX2P_Conditioning", [], (760, 420),
+                          {"positive": (positive, 0), "negative": (negative, 0), "edit_latent": (encoded, 0)})
+    guider = wf.add(
+        "IPX2P_Guider", [7.5, 1.5], (760, 0),
+        {"model": (ckpt, 0), "positive": (positive, 0), "negative": (negative, 0), "edit_latent": (encoded, 0)},
+        role="guider",
+    )
+    noise = wf.add("RandomNoise", [0, "fixed"], (1100, 0), role="noise")
+    sampler = wf.add("KSamplerSelect", ["euler_ancestral"], (1100, 130), role="sampler")
+    sigmas = wf.add("BasicScheduler", ["normal", 100, 1.0], (1100, 240), {"model": (ckpt, 0)}, role="scheduler")
+    sampled = wf.add(
+        "SamplerCustomAdvanced", [], (1440, 100),
+        {"noise": (noise, 0), "guider": (guider, 0), "sampler": (sampler, 0), "sigmas": (sigmas, 0),
+         "latent_image": (conditioning, 3)},
+    )
+    decoded = wf.add("VAEDecode", [], (1780, 100), {"samples": (sampled, 0), "vae": (ckpt, 2)})
+    wf.add("SaveImage", ["ipx2p_edit"], (2020, 100), {"images": (decoded, 0)}, role="save", size=(400, 420))
+    return wf.to_json()
+
+
+WORKFLOWS = {"ip2p_edit.json": edit_workflow, "ip2p_custom_sampler.json": custom_sampler_workflow}
 
 
 def main() -> None:

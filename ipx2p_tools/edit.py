@@ -19,6 +19,7 @@ from pathlib import Path
 from ipx2p_core.image import original_edit_size
 from ipx2p_tools.build_workflows import OFFICIAL_CHECKPOINT, OFFICIAL_REPO, OFFICIAL_URL
 from ipx2p_tools.layout import REPO_ROOT, selected_host
+from ipx2p_tools.workflow import ApiWorkflow, WorkflowError, load_ui, ui_to_api
 
 DEFAULT_WORKFLOW = REPO_ROOT / "workflows" / "ip2p_edit.json"
 EXIT_USAGE, EXIT_FAILED = 2, 1
@@ -83,6 +84,17 @@ def resolve_checkpoint(args: argparse.Namespace, checkpoints_dir: Path) -> str:
     )
 
 
+def configure(workflow: ApiWorkflow, settings: dict[str, dict[str, object]]) -> None:
+    """Set widget values by node role; roles a workflow does not have are skipped, but it must
+    have the ones every edit needs."""
+    for role in ("checkpoint", "image", "instruction"):
+        workflow.node(role)
+    for role, values in settings.items():
+        if role in workflow.roles:
+            for name, value in values.items():
+                workflow.set(role, name, value)
+
+
 def edit(args: argparse.Namespace) -> Path:
     from PIL import Image
 
@@ -105,7 +117,6 @@ def edit(args: argparse.Namespace) -> Path:
     target_width, target_height = original_edit_size(width, height, args.resolution)
 
     from ipx2p_tools.host import InProcessHost
-    from ipx2p_tools.workflow import load_ui, ui_to_api
 
     with tempfile.TemporaryDirectory(prefix="ipx2p-edit-") as tmp:
         work = Path(tmp)
@@ -118,15 +129,16 @@ def edit(args: argparse.Namespace) -> Path:
         if problems:
             raise EditError("the pack failed to load in ComfyUI:\n" + "\n".join(problems))
         workflow = ui_to_api(load_ui(args.workflow), host.all_object_info())
-        workflow.set("checkpoint", "ckpt_name", ckpt_name)
-        workflow.set("image", "image", args.image.name)
-        workflow.set("resize", "width", target_width)
-        workflow.set("resize", "height", target_height)
-        workflow.set("instruction", "text", args.instruction)
-        workflow.set("guider", "cfg_conds", args.text_cfg)
-        workflow.set("guider", "cfg_cond2_negative", args.image_cfg)
-        workflow.set("noise", "noise_seed", args.seed)
-        workflow.set("scheduler", "steps", args.steps)
+        configure(workflow, {
+            "checkpoint": {"ckpt_name": ckpt_name},
+            "image": {"image": args.image.name},
+            "instruction": {"text": args.instruction},
+            "encode": {"resize": "original", "resolution": args.resolution},
+            "edit": {"seed": args.seed, "steps": args.steps, "text_cfg": args.text_cfg, "image_cfg": args.image_cfg},
+            "guider": {"text_cfg": args.text_cfg, "image_cfg": args.image_cfg},
+            "noise": {"noise_seed": args.seed},
+            "scheduler": {"steps": args.steps},
+        })
         print(f"ComfyUI {host.version} ({host_name}): editing {args.image.name} at {target_width}x{target_height} px, "
               f"{args.steps} steps, text_cfg {args.text_cfg}, image_cfg {args.image_cfg}")
         result = host.run(workflow.prompt)
@@ -148,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger().addHandler(console)
     try:
         edit(args)
-    except EditError as error:
+    except (EditError, WorkflowError) as error:
         print(f"ipx2p-edit: {error}", file=sys.stderr)
         return EXIT_USAGE
     return 0

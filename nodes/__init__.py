@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 from ._comfy import ComfyExtension, io
+from .encode import Conditioning, EncodeImage
+from .guider import Edit, Guider
+from .loader import CheckpointLoader
 
-NODES: list[type[io.ComfyNode]] = []
+# Order is the order in the node menu. Node ids are a contract (saved workflows store them).
+NODES: list[type[io.ComfyNode]] = [CheckpointLoader, EncodeImage, Conditioning, Guider, Edit]
 
 
 class IPX2PExtension(ComfyExtension):

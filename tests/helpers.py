@@ -9,14 +9,19 @@ from ipx2p_tools.workflow import ApiWorkflow, load_ui, ui_to_api
 WORKFLOWS = REPO_ROOT / "workflows"
 
 
-def small_edit_prompt(object_info, ckpt_name: str, image_name: str, size=(64, 64), steps=2, seed=0,
+def small_edit_prompt(object_info, ckpt_name: str, image_name: str, steps=2, seed=0, resize="keep", resolution=64,
                       workflow: Path = WORKFLOWS / "ip2p_edit.json") -> ApiWorkflow:
-    """The shipped edit workflow, set up for a fast run on the random-weight checkpoint."""
+    """A shipped workflow set up for a fast run on the random-weight checkpoint ("keep": the
+    picture's own size, so tests choose the latent size by the picture they make)."""
     api = ui_to_api(load_ui(workflow), object_info)
     api.set("checkpoint", "ckpt_name", ckpt_name)
     api.set("image", "image", image_name)
-    api.set("resize", "width", size[0])
-    api.set("resize", "height", size[1])
-    api.set("noise", "noise_seed", seed)
-    api.set("scheduler", "steps", steps)
+    api.set("encode", "resize", resize)
+    api.set("encode", "resolution", resolution)
+    if "edit" in api.roles:
+        api.set("edit", "seed", seed)
+        api.set("edit", "steps", steps)
+    else:
+        api.set("noise", "noise_seed", seed)
+        api.set("scheduler", "steps", steps)
     return api

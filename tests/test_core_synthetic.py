@@ -7,7 +7,8 @@ import torch
 from safetensors import safe_open
 
 from ipx2p_core import sd15_layout
-from ipx2p_core.synthetic import ema_key, random_tensor, write_random_checkpoint
+from ipx2p_core.checkpoint import ema_name
+from ipx2p_core.synthetic import random_tensor, write_random_checkpoint
 
 SMALL_LAYOUT = [
     ("model.diffusion_model.input_blocks.0.0.weight", (8, 8, 3, 3)),
@@ -69,9 +70,9 @@ def test_ema_copies_use_ldm_names_and_differ(tmp_path):
     path = tmp_path / "ema.safetensors"
     write_random_checkpoint(path, SMALL_LAYOUT, seed=3, with_ema=True)
     key = "model.diffusion_model.input_blocks.0.0.weight"
-    assert ema_key(key) == "model_ema.diffusion_modelinput_blocks00weight"
+    assert ema_name(key) == "model_ema.diffusion_modelinput_blocks00weight"
     with safe_open(str(path), "pt") as f:
         keys = set(f.keys())
-        assert {"model_ema.decay", "model_ema.num_updates", ema_key(key)} <= keys
+        assert {"model_ema.decay", "model_ema.num_updates", ema_name(key)} <= keys
         assert not any(k.startswith("model_ema.") and "first_stage" in k for k in keys)  # UNet only
-        assert not torch.equal(f.get_tensor(key), f.get_tensor(ema_key(key)))
+        assert not torch.equal(f.get_tensor(key), f.get_tensor(ema_name(key)))

@@ -1,4 +1,4 @@
-"""The shipped edit workflow runs through the host's own validator and executor."""
+"""The shipped workflows run through the host's own validator and executor."""
 from __future__ import annotations
 
 import pytest
@@ -6,24 +6,34 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from helpers import small_edit_prompt
+from helpers import WORKFLOWS, small_edit_prompt
+
+
+def save_latent_of(api, node_id: str) -> None:
+    """Also save a node's LATENT output, so its values can be checked (a PNG would hide NaNs)."""
+    api.prompt["900"] = {"class_type": "SaveLatent", "inputs": {"samples": [node_id, 0], "filename_prefix": "ipx2p_test"}}
+
+
+def saved_latent(host, result) -> torch.Tensor:
+    info = result.outputs["900"]["latents"][0]
+    return load_file(str(host.output_dir / info["subfolder"] / info["filename"]))["latent_tensor"]
 
 
 @pytest.mark.floor
-def test_edit_workflow_runs_and_stays_finite(host, ip2p_ckpt, input_image):
-    api = small_edit_prompt(host.all_object_info(), ip2p_ckpt.name, input_image, size=(64, 48), steps=3)
-    # Also save the sampled latent so its values can be checked (PNG saving would hide NaNs).
-    sampler_id = next(i for i, n in api.prompt.items() if n["class_type"] == "SamplerCustomAdvanced")
-    api.prompt["900"] = {"class_type": "SaveLatent", "inputs": {"samples": [sampler_id, 0], "filename_prefix": "ipx2p_test"}}
+@pytest.mark.parametrize("input_image", [(64, 48)], indirect=True)
+@pytest.mark.parametrize("workflow", ["ip2p_edit.json", "ip2p_custom_sampler.json"])
+def test_shipped_workflow_runs_and_stays_finite(host, ip2p_ckpt, input_image, workflow):
+    api = small_edit_prompt(host.all_object_info(), ip2p_ckpt.name, input_image, steps=3, workflow=WORKFLOWS / workflow)
+    sampler = api.roles.get("edit") or next(i for i, n in api.prompt.items() if n["class_type"] == "SamplerCustomAdvanced")
+    save_latent_of(api, sampler)
 
     result = host.run(api.prompt)
     assert result.success, result.error_text()
-    images = [p for p in host.output_files(result)]
+    images = host.output_files(result)
     assert len(images) == 1
     with Image.open(images[0]) as picture:
         assert picture.size == (64, 48)
-    latent_info = result.outputs["900"]["latents"][0]
-    latent = load_file(str(host.output_dir / latent_info["subfolder"] / latent_info["filename"]))["latent_tensor"]
+    latent = saved_latent(host, result)
     assert latent.shape == (1, 4, 6, 8)
     assert torch.isfinite(latent).all() and latent.abs().max() < 1e3
     # The progress bar reported every sampling step.

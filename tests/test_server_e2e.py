@@ -22,7 +22,7 @@ def test_edit_through_http_server(server, ip2p_ckpt, tmp_path):
     uploaded = server.upload_image(source)
 
     object_info = server.get_json("/object_info")
-    api = small_edit_prompt(object_info, ip2p_ckpt.name, uploaded, size=(64, 64), steps=2)
+    api = small_edit_prompt(object_info, ip2p_ckpt.name, uploaded, steps=2, resize="original", resolution=64)
     api.set("instruction", "text", "make it snowy")
     queued = server.queue(api.prompt)
     assert queued["http_status"] == 200, queued

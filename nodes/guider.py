@@ -1,0 +1,150 @@
+"""InstructPix2Pix Guider (for SamplerCustomAdvanced) and InstructPix2Pix Edit (the one-node path)."""
+from __future__ import annotations
+
+from typing import Any
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import latent_preview
+import torch
+
+from ..ipx2p_core.guidance import IMAGE_ONLY, TEXT_IMAGE, UNCOND, plan_guidance
+from ._comfy import io
+from .common import edit_conditionings, require_ip2p_model
+
+GUIDER = "IPX2P_Guider"
+EDIT = "IPX2P_Edit"
+
+# Branch -> key in the guider's conds. "positive"/"negative" are the keys the host and other packs
+# treat as cond/uncond (area handling, conditioning hooks); the image-only branch is a negative-type
+# prompt, as in core's DualCFGGuider.
+COND_KEYS = {TEXT_IMAGE: "positive", IMAGE_ONLY: "image_only", UNCOND: "negative"}
+
+
+class InstructPix2PixGuider(comfy.samplers.CFGGuider):
+    """u + text_cfg (c - i) + image_cfg (i - u) at every step, evaluating only the branches the
+    algebra needs (see ipx2p_core.guidance), all in one batched model call."""
+
+    def __init__(self, model_patcher: Any, text_cfg: float, image_cfg: float) -> None:
+        super().__init__(model_patcher)
+        self.text_cfg, self.image_cfg = float(text_cfg), float(image_cfg)
+        self.plan = plan_guidance(self.text_cfg, self.image_cfg)
+
+    def set_edit_conds(self, text_image: list, image_only: list, uncond: list) -> None:
+        image_only = [[t, {**d, "prompt_type": "negative"}] for t, d in image_only]
+        self.inner_set_conds({"positive": text_image, "image_only": image_only, "negative": uncond})
+
+    def predict_noise(self, x: torch.Tensor, timestep: torch.Tensor, model_options: dict = {}, seed: Any = None
+                      ) -> torch.Tensor:
+        conds = [self.conds.get(COND_KEYS[branch]) for branch in self.plan.branches]
+        predictions = comfy.samplers.calc_cond_batch(self.inner_model, conds, x, timestep, model_options)
+        return self.plan.combine(dict(zip(self.plan.branches, predictions)))
+
+
+def build_guider(node: str, model: Any, positive: list, negative: list, edit_latent: dict,
+                 text_cfg: float, image_cfg: float) -> tuple[InstructPix2PixGuider, int]:
+    require_ip2p_model(node, model)
+    text_image, image_only, uncond, batch = edit_conditionings(node, positive, negative, edit_latent)
+    guider = InstructPix2PixGuider(model, text_cfg, image_cfg)
+    guider.set_edit_conds(text_image, image_only, uncond)
+    return guider, batch
+
+
+TEXT_CFG_TOOLTIP = "Instruction guidance s_T (paper: 7.5). Higher follows the instruction harder."
+IMAGE_CFG_TOOLTIP = ("Image guidance s_I (paper: 1.5). Higher stays closer to the input image; "
+                     "1.0 drops the unconditional branch (faster, same formula).")
+
+
+def guidance_inputs() -> list:
+    return [
+        io.Model.Input("model", tooltip="The InstructPix2Pix model (8-channel UNet)."),
+        io.Conditioning.Input("positive", tooltip="The encoded instruction, e.g. 'make it snowy'."),
+        io.Conditioning.Input("negative", tooltip="The encoded empty prompt (the paper's unconditional text)."),
+        io.Latent.Input("edit_latent", tooltip="The image to edit, from 'InstructPix2Pix Encode Image'."),
+    ]
+
+
+class Guider(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=GUIDER,
+            display_name="InstructPix2Pix Guider",
+            category="instructpix2pix",
+            description=(
+                "InstructPix2Pix guidance, u + text_cfg (c - i) + image_cfg (i - u), as a GUIDER for "
+                "SamplerCustomAdvanced. Sample into the edit's size (the Conditioning node's latent output)."
+            ),
+            inputs=guidance_inputs() + [
+                io.Float.Input("text_cfg", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01, tooltip=TEXT_CFG_TOOLTIP),
+                io.Float.Input("image_cfg", default=1.5, min=0.0, max=100.0, step=0.1, round=0.01, tooltip=IMAGE_CFG_TOOLTIP),
+            ],
+            outputs=[io.Guider.Output(tooltip="Connect to SamplerCustomAdvanced's guider.")],
+        )
+
+    @classmethod
+    def execute(cls, model: Any, positive: list, negative: list, edit_latent: dict, text_cfg: float,
+                image_cfg: float) -> io.NodeOutput:
+        guider, _ = build_guider(GUIDER, model, positive, negative, edit_latent, text_cfg, image_cfg)
+        return io.NodeOutput(guider)
+
+
+def edit_sigmas(model: Any, scheduler: str, steps: int, denoise: float) -> torch.Tensor:
+    """The sigmas KSampler would use (BasicScheduler's denoise rule: the last `steps` of a longer schedule)."""
+    total = steps if denoise >= 1.0 else int(steps / denoise)
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, total).cpu()
+    return sigmas[-(steps + 1):]
+
+
+class Edit(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=EDIT,
+            display_name="InstructPix2Pix Edit",
+            category="instructpix2pix",
+            description=(
+                "Edits the image as the instruction says: InstructPix2Pix guidance and sampling in one node. "
+                "Defaults are the paper's (100 Euler-ancestral steps, normal schedule, 7.5 / 1.5). Decode the "
+                "LATENT with VAE Decode."
+            ),
+            inputs=guidance_inputs() + [
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="The noise seed."),
+                io.Int.Input("steps", default=100, min=1, max=10000,
+                             tooltip="Sampling steps (paper: 100). 20-30 are usually enough for a preview."),
+                io.Float.Input("text_cfg", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01, tooltip=TEXT_CFG_TOOLTIP),
+                io.Float.Input("image_cfg", default=1.5, min=0.0, max=100.0, step=0.1, round=0.01, tooltip=IMAGE_CFG_TOOLTIP),
+                io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default="euler_ancestral",
+                               tooltip="The sampler (paper: Euler ancestral)."),
+                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="normal",
+                               tooltip="The noise schedule (paper: the k-diffusion schedule, 'normal')."),
+                io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="1.0: start from noise, as the paper. Below 1: start from the input image's "
+                                       "latent, partly noised, which keeps more of its layout."),
+            ],
+            outputs=[io.Latent.Output(tooltip="The edited latent: decode it with VAE Decode.")],
+        )
+
+    @classmethod
+    def execute(cls, model: Any, positive: list, negative: list, edit_latent: dict, seed: int, steps: int,
+                text_cfg: float, image_cfg: float, sampler_name: str, scheduler: str, denoise: float) -> io.NodeOutput:
+        guider, batch = build_guider(EDIT, model, positive, negative, edit_latent, text_cfg, image_cfg)
+        image_latent = edit_latent["samples"]
+        if denoise >= 1.0:
+            start = torch.zeros((batch, *image_latent.shape[1:]), dtype=image_latent.dtype)
+        else:
+            start = comfy.utils.resize_to_batch_size(image_latent, batch).clone()
+        sigmas = edit_sigmas(model, scheduler, steps, denoise)
+        if sigmas.numel() < 2:  # denoise 0: nothing to sample
+            return io.NodeOutput({"samples": start})
+        start = comfy.sample.fix_empty_latent_channels(model, start)
+        noise = comfy.sample.prepare_noise(start, seed)
+        callback = latent_preview.prepare_callback(model, sigmas.shape[-1] - 1)
+        samples = guider.sample(
+            noise, start, comfy.samplers.sampler_object(sampler_name), sigmas, denoise_mask=None, callback=callback,
+            disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed,
+        )
+        return io.NodeOutput({"samples": samples.to(comfy.model_management.intermediate_device())})

@@ -1,0 +1,88 @@
+"""Load InstructPix2Pix Checkpoint: MODEL, CLIP, VAE from an LDM single file, EMA weights by default."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import comfy.sd
+import comfy.utils
+import folder_paths
+
+from ..ipx2p_core.checkpoint import WEIGHT_MODES, inspect_checkpoint, plan_weights
+from ._comfy import io
+from .common import OFFICIAL_HINT, input_error
+
+log = logging.getLogger(__name__)
+NODE = "IPX2P_CheckpointLoader"
+
+
+def read_planned_tensors(path: str, mode: str) -> tuple[dict[str, Any], dict[str, str] | None, bool]:
+    """(state dict, metadata, used EMA). Safetensors files are read key by key, so the UNet copy
+    that is not wanted is never read; .ckpt goes through the host's safe (weights-only) loader."""
+    if path.lower().endswith((".safetensors", ".sft")):
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt", device="cpu") as handle:
+            shapes = {key: handle.get_slice(key).get_shape() for key in handle.keys()}
+            check_unet(path, shapes)
+            plan = plan_weights(shapes.keys(), mode, who=f"{NODE}: input 'weights'")
+            state_dict = {target: handle.get_tensor(source) for target, source in plan.sources.items()}
+            return state_dict, handle.metadata(), plan.use_ema
+    full, metadata = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
+    check_unet(path, {key: tuple(value.shape) for key, value in full.items() if hasattr(value, "shape")})
+    plan = plan_weights(full.keys(), mode, who=f"{NODE}: input 'weights'")
+    state_dict = {target: full[source] for target, source in plan.sources.items()}
+    del full
+    return state_dict, metadata, plan.use_ema
+
+
+def check_unet(path: str, shapes: dict[str, Any]) -> None:
+    info = inspect_checkpoint(shapes)
+    if info.unet_in_channels != 8:
+        raise input_error(
+            NODE, "ckpt_name", f"is {Path(path).name}, which holds {info.describe()}",
+            "an 8-channel InstructPix2Pix UNet",
+            f"load {OFFICIAL_HINT}; for text-to-image models use the core 'Load Checkpoint' node",
+        )
+
+
+class CheckpointLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=NODE,
+            display_name="Load InstructPix2Pix Checkpoint",
+            category="instructpix2pix",
+            description=(
+                "Loads an InstructPix2Pix checkpoint (8-channel UNet) with its text encoder and VAE. "
+                "By default it uses the EMA weights when the file has them, as the original samples."
+            ),
+            inputs=[
+                io.Combo.Input("ckpt_name", options=folder_paths.get_filename_list("checkpoints"),
+                               tooltip="The InstructPix2Pix checkpoint in models/checkpoints."),
+                io.Combo.Input("weights", options=list(WEIGHT_MODES), default="auto",
+                               tooltip="auto: the EMA weights when the file has them (what the paper samples with), "
+                                       "else the plain ones. ema: require them. non-ema: the raw trained weights."),
+            ],
+            outputs=[
+                io.Model.Output(tooltip="The InstructPix2Pix diffusion model."),
+                io.Clip.Output(tooltip="The CLIP text encoder, to encode the instruction."),
+                io.Vae.Output(tooltip="The VAE, to encode the input image and decode the result."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, ckpt_name: str, weights: str) -> io.NodeOutput:
+        path = folder_paths.get_full_path_or_raise("checkpoints", ckpt_name)
+        state_dict, metadata, used_ema = read_planned_tensors(path, weights)
+        loaded = comfy.sd.load_state_dict_guess_config(
+            state_dict, output_vae=True, output_clip=True,
+            embedding_directory=folder_paths.get_folder_paths("embeddings"), metadata=metadata,
+        )
+        del state_dict
+        if loaded is None or loaded[0] is None:
+            raise RuntimeError(f"{NODE}: ComfyUI could not detect the model in {ckpt_name}; is the file complete?")
+        model, clip, vae = loaded[0], loaded[1], loaded[2]
+        log.info("%s: loaded %s with its %s UNet weights", NODE, ckpt_name, "EMA" if used_ema else "non-EMA")
+        return io.NodeOutput(model, clip, vae)
