@@ -9,6 +9,7 @@ import asyncio
 import logging
 import sys
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,9 @@ class InProcessHost:
         self.logs = HostLogCapture()
         self.server = HeadlessServer()
         self._progress: list[tuple[int, int, bool]] = []
+        # Called with (value, total) at each progress update, before the interrupt check (tests use
+        # it to interrupt at a chosen step, as the UI's Cancel button would).
+        self.progress_listener: Callable[[int, int], None] | None = None
         self.booted = False
 
     # -- start-up -------------------------------------------------------------------------
@@ -134,8 +138,10 @@ class InProcessHost:
             import comfy.model_management
 
             # main.py's hook does this too: interrupts reach long loops through the progress bar.
-            comfy.model_management.throw_exception_if_processing_interrupted()
             self._progress.append((int(value), int(total), preview is not None))
+            if self.progress_listener is not None:
+                self.progress_listener(int(value), int(total))
+            comfy.model_management.throw_exception_if_processing_interrupted()
 
         comfy.utils.set_progress_bar_global_hook(progress_hook)
         asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
@@ -181,8 +187,12 @@ class InProcessHost:
         return {name: self.object_info(name) for name in self.nodes.NODE_CLASS_MAPPINGS}
 
     # -- running prompts ------------------------------------------------------------------
-    def run(self, prompt: dict[str, Any]) -> RunResult:
-        """Validate and execute an API-format prompt, as the server's queue would."""
+    def run(self, prompt: dict[str, Any], preview_method: str | None = None) -> RunResult:
+        """Validate and execute an API-format prompt, as the server's queue would.
+
+        preview_method ("latent2rgb", "taesd", ...) turns on latent previews for this prompt, as
+        the --preview-method flag (0.3.75) or the frontend's per-prompt setting (newer) does.
+        """
         prompt_id = str(uuid.uuid4())
         valid, error, outputs, node_errors = asyncio.run(self._execution.validate_prompt(prompt_id, prompt, None))
         if not valid:
@@ -191,7 +201,17 @@ class InProcessHost:
         self._progress = []
         self.server.last_prompt_id = prompt_id
         self.executor.history_result = {}
-        self.executor.execute(prompt, prompt_id, {"client_id": self.server.client_id}, outputs)
+        extra_data: dict[str, Any] = {"client_id": self.server.client_id}
+        from comfy.cli_args import LatentPreviewMethod, args
+
+        previous_method = args.preview_method
+        if preview_method:
+            extra_data["preview_method"] = preview_method
+            args.preview_method = LatentPreviewMethod(preview_method)
+        try:
+            self.executor.execute(prompt, prompt_id, extra_data, outputs)
+        finally:
+            args.preview_method = previous_method
         execution_error = None
         for event, data in self.executor.status_messages:
             if event == "execution_error":

@@ -5,9 +5,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import comfy.patcher_extension
 import comfy.sd
 import comfy.utils
 import folder_paths
+import torch
 
 from ..ipx2p_core.checkpoint import WEIGHT_MODES, inspect_checkpoint, plan_weights
 from ._comfy import io
@@ -84,5 +86,30 @@ class CheckpointLoader(io.ComfyNode):
         if loaded is None or loaded[0] is None:
             raise RuntimeError(f"{NODE}: ComfyUI could not detect the model in {ckpt_name}; is the file complete?")
         model, clip, vae = loaded[0], loaded[1], loaded[2]
+        model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, IMAGE_CHECK_KEY, require_edit_image)
         log.info("%s: loaded %s with its %s UNet weights", NODE, ckpt_name, "EMA" if used_ema else "non-EMA")
         return io.NodeOutput(model, clip, vae)
+
+
+IMAGE_CHECK_KEY = "ipx2p_require_edit_image"
+
+
+def _carries_image(cond: dict) -> bool:
+    concat = cond.get("model_conds", {}).get("c_concat")
+    tensor = getattr(concat, "cond", None)
+    return isinstance(tensor, torch.Tensor) and bool(torch.count_nonzero(tensor))
+
+
+def require_edit_image(executor: Any, model: Any, conds: list, x_in: torch.Tensor, timestep: Any, model_options: dict) -> Any:
+    """CALC_COND_BATCH wrapper on the loaded model: refuse a step in which no branch carries the
+    input image. Core samplers would otherwise run the 8-channel UNet on a zero image, silently
+    generating instead of editing. Checked across all branches of a step, since the
+    unconditional branch legitimately has a zero image."""
+    if not any(_carries_image(cond) for branch in conds if branch for cond in branch):
+        raise ValueError(
+            f"{NODE}: the InstructPix2Pix MODEL is being sampled with conditionings that carry no input image "
+            "(no concat_latent_image in any branch), so it would generate instead of editing; expected the image "
+            "latent in the conditioning. Fix: use 'InstructPix2Pix Edit' or 'InstructPix2Pix Guider', or pass "
+            "positive/negative through 'InstructPix2Pix Conditioning' (or core InstructPixToPixConditioning)."
+        )
+    return executor(model, conds, x_in, timestep, model_options)

@@ -57,6 +57,12 @@ def ip2p_ckpt() -> Path:
 
 
 @pytest.fixture(scope="session")
+def ip2p_ema_ckpt() -> Path:
+    """SD1.5-InstructPix2Pix with LDM `model_ema.*` copies of the UNet weights (which differ)."""
+    return ensure_synthetic("ip2p_ema", CHECKPOINT_DIR)
+
+
+@pytest.fixture(scope="session")
 def sd15_ckpt() -> Path:
     """Plain SD1.5 (4-channel UNet), random weights: what users load by mistake."""
     return ensure_synthetic("sd15", CHECKPOINT_DIR)

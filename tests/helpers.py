@@ -25,3 +25,44 @@ def small_edit_prompt(object_info, ckpt_name: str, image_name: str, steps=2, see
         api.set("noise", "noise_seed", seed)
         api.set("scheduler", "steps", steps)
     return api
+
+
+class Graph:
+    """An API-format prompt built in code: g.add(class_type, **inputs) returns the node id; pass
+    (node_id, slot) tuples as links."""
+
+    def __init__(self) -> None:
+        self.prompt: dict[str, dict] = {}
+
+    def add(self, class_type: str, **inputs) -> str:
+        node_id = str(len(self.prompt) + 1)
+        self.prompt[node_id] = {
+            "class_type": class_type,
+            "inputs": {k: list(v) if isinstance(v, tuple) else v for k, v in inputs.items()},
+        }
+        return node_id
+
+
+def save_latent(graph: Graph, source: str, slot: int = 0) -> str:
+    return graph.add("SaveLatent", samples=(source, slot), filename_prefix="ipx2p_test")
+
+
+def read_saved_latent(host, result, node_id: str):
+    from safetensors.torch import load_file
+
+    info = result.outputs[node_id]["latents"][0]
+    return load_file(str(host.output_dir / info["subfolder"] / info["filename"]))["latent_tensor"]
+
+
+def relative_l2(a, b) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+def write_picture(directory: Path, name: str, size, color=(40, 110, 190)) -> str:
+    from PIL import Image, ImageDraw
+
+    width, height = size
+    picture = Image.new("RGB", (width, height), color)
+    ImageDraw.Draw(picture).ellipse((width // 5, height // 6, width // 2, height * 5 // 6), fill=(240, 200, 50))
+    picture.save(Path(directory) / name)
+    return name

@@ -1,0 +1,83 @@
+"""Guidance algebra (ipx2p_core.guidance): the plan always equals the paper's formula."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from ipx2p_core.guidance import (
+    BRANCHES, IMAGE_ONLY, TEXT_IMAGE, UNCOND, dual_cfg, edit_batch_size, plan_guidance,
+)
+
+SCALES = [0.0, 0.5, 1.0, 1.5, 2.5, 7.5, 12.0]
+
+
+def predictions(seed=0, shape=(2, 4, 8, 8)):
+    generator = torch.Generator().manual_seed(seed)
+    return {branch: torch.randn(shape, generator=generator, dtype=torch.float64) for branch in BRANCHES}
+
+
+@pytest.mark.parametrize(("text_cfg", "image_cfg"), list(itertools.product(SCALES, SCALES)))
+def test_plan_equals_the_formula(text_cfg, image_cfg):
+    # Also for the skipped branches: the identities hold for any value of the branch left out.
+    preds = predictions()
+    expected = dual_cfg(preds[TEXT_IMAGE], preds[IMAGE_ONLY], preds[UNCOND], text_cfg, image_cfg)
+    plan = plan_guidance(text_cfg, image_cfg)
+    torch.testing.assert_close(plan.combine(preds), expected, rtol=1e-12, atol=1e-12)
+    full = plan_guidance(text_cfg, image_cfg, skip_branches=False)
+    assert full.branches == BRANCHES
+    torch.testing.assert_close(full.combine(preds), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("text_cfg", "image_cfg", "branches"),
+    [
+        (7.5, 1.5, (TEXT_IMAGE, IMAGE_ONLY, UNCOND)),
+        (7.5, 1.0, (TEXT_IMAGE, IMAGE_ONLY)),
+        (3.0, 3.0, (TEXT_IMAGE, UNCOND)),
+        (1.0, 1.0, (TEXT_IMAGE,)),
+        (1.0, 1.5, (TEXT_IMAGE, IMAGE_ONLY, UNCOND)),
+    ],
+)
+def test_only_needed_branches_are_planned(text_cfg, image_cfg, branches):
+    assert plan_guidance(text_cfg, image_cfg).branches == branches
+
+
+def test_weights_sum_to_one():
+    # A residual added to every branch alike (e.g. a ControlNet) keeps its strength.
+    for text_cfg, image_cfg in itertools.product(SCALES, SCALES):
+        assert sum(plan_guidance(text_cfg, image_cfg).weights) == pytest.approx(1.0)
+
+
+def test_reductions():
+    c, i, u = predictions(1).values()
+    # s_I = 1: plain CFG between c and i; s_T = s_I = 1: c alone; s_T = s_I = s: CFG between c and u.
+    torch.testing.assert_close(dual_cfg(c, i, u, 4.0, 1.0), i + 4.0 * (c - i))
+    torch.testing.assert_close(dual_cfg(c, i, u, 1.0, 1.0), c)
+    torch.testing.assert_close(dual_cfg(c, i, u, 3.0, 3.0), u + 3.0 * (c - u))
+
+
+def test_linear_in_each_prediction():
+    a, b = predictions(2), predictions(3)
+    plan = plan_guidance(7.5, 1.5)
+    mixed = {k: 2.0 * a[k] - 0.5 * b[k] for k in BRANCHES}
+    torch.testing.assert_close(plan.combine(mixed), 2.0 * plan.combine(a) - 0.5 * plan.combine(b))
+
+
+def test_combine_does_not_modify_inputs():
+    preds = predictions(4)
+    before = {k: v.clone() for k, v in preds.items()}
+    plan_guidance(7.5, 1.5).combine(preds)
+    for key in BRANCHES:
+        assert torch.equal(preds[key], before[key])
+
+
+@pytest.mark.parametrize(("text", "image", "batch"), [(1, 1, 1), (3, 1, 3), (1, 4, 4), (2, 2, 2)])
+def test_edit_batch_sizes(text, image, batch):
+    assert edit_batch_size(text, image) == batch
+
+
+def test_mismatched_batches_name_both_sizes():
+    with pytest.raises(ValueError, match="batch 2 and the image has batch 3"):
+        edit_batch_size(2, 3, who="IPX2P_Guider")
