@@ -43,6 +43,8 @@ SYNTHETIC = {
     spec.kind: spec
     for spec in (
         SyntheticCheckpoint("ip2p", "SD1.5 InstructPix2Pix (8-channel UNet), CLIP-L, VAE", seed=1),
+        SyntheticCheckpoint("ip2p_fp32", "SD1.5 InstructPix2Pix stored in fp32 (benchmarks)", seed=1,
+                            dtype=torch.float32),
         SyntheticCheckpoint("ip2p_ema", "SD1.5 InstructPix2Pix with LDM model_ema.* weights", seed=1, with_ema=True),
         SyntheticCheckpoint("sd15", "plain SD1.5 (4-channel UNet), CLIP-L, VAE", seed=2),
         SyntheticCheckpoint("controlnet", "SD1.5 ControlNet 1.x", seed=3),

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import comfy.ldm.modules.attention as host_attention
 import comfy.model_management
 import comfy.sample
 import comfy.samplers
 import comfy.utils
 import latent_preview
 import torch
+from comfy.cli_args import args
 
 from ..ipx2p_core.guidance import IMAGE_ONLY, TEXT_IMAGE, UNCOND, plan_guidance
 from ._comfy import io
@@ -23,11 +25,38 @@ EDIT = "IPX2P_Edit"
 COND_KEYS = {TEXT_IMAGE: "positive", IMAGE_ONLY: "image_only", UNCOND: "negative"}
 
 
+def _exact_sdpa(func: Any, *args: Any, **kwargs: Any) -> Any:
+    """optimized_attention_override: the host's PyTorch SDPA attention instead of `func`."""
+    return host_attention.attention_pytorch(*args, **kwargs)
+
+
+def attention_options(model: Any) -> dict:
+    """transformer_options that pick the fastest exact attention the host offers on the model's device.
+
+    On CPU the host falls back to sub-quadratic attention unless started with
+    --use-pytorch-cross-attention, though PyTorch's SDPA is exact and faster there (bench/README.md).
+    GPUs already get SDPA, xformers or better from the host; an attention flag the user gave and an
+    override set by another pack are kept. Uses the host's own per-model hook (transformer_options
+    "optimized_attention_override"), so nothing global changes.
+    """
+    device = getattr(model, "load_device", None)
+    chosen_by_user = any(getattr(args, flag, False) for flag in ("use_split_cross_attention", "use_quad_cross_attention"))
+    fallback = host_attention.optimized_attention is host_attention.attention_sub_quad and not chosen_by_user
+    current = model.model_options.get("transformer_options", {})
+    if getattr(device, "type", None) == "cpu" and fallback and "optimized_attention_override" not in current:
+        return {"optimized_attention_override": _exact_sdpa}
+    return {}
+
+
 class InstructPix2PixGuider(comfy.samplers.CFGGuider):
     """u + text_cfg (c - i) + image_cfg (i - u) at every step, evaluating only the branches the
     algebra needs (see ipx2p_core.guidance), all in one batched model call."""
 
     def __init__(self, model_patcher: Any, text_cfg: float, image_cfg: float) -> None:
+        extra = attention_options(model_patcher)
+        if extra:
+            model_patcher = model_patcher.clone()  # never change the caller's model
+            model_patcher.model_options.setdefault("transformer_options", {}).update(extra)
         super().__init__(model_patcher)
         self.text_cfg, self.image_cfg = float(text_cfg), float(image_cfg)
         self.plan = plan_guidance(self.text_cfg, self.image_cfg)

@@ -94,17 +94,24 @@ def counting(model):
 
 
 # -- loader -------------------------------------------------------------------------------------
+@pytest.mark.floor
 @pytest.mark.parametrize(("weights", "use_ema"), [("auto", True), ("ema", True), ("non-ema", False)])
 def test_loader_picks_ema_weights(host, ip2p_ema_ckpt, weights, use_ema):
-    key = "model.diffusion_model.input_blocks.0.0.weight"
-    with safe_open(str(ip2p_ema_ckpt), "pt") as handle:
-        plain, ema = handle.get_tensor(key).float(), handle.get_tensor(ema_name(key)).float()
-    assert not torch.equal(plain, ema)
     out = host.nodes.NODE_CLASS_MAPPINGS["IPX2P_CheckpointLoader"].execute(ckpt_name=ip2p_ema_ckpt.name, weights=weights)
-    model = out.result[0]
-    loaded = model.model.diffusion_model.input_blocks[0][0].weight.detach().float().cpu()
-    torch.testing.assert_close(loaded, ema if use_ema else plain, rtol=0, atol=0)
-    del out, model
+    unet = out.result[0].model.diffusion_model
+    loaded = {**dict(unet.named_parameters()), **dict(unet.named_buffers())}
+    prefix = "model.diffusion_model."
+    with safe_open(str(ip2p_ema_ckpt), "pt") as handle:
+        unet_keys = [key for key in handle.keys() if key.startswith(prefix)]
+        for key in unet_keys:
+            expected = handle.get_tensor(ema_name(key) if use_ema else key).float()
+            # Every UNet tensor is the chosen copy's, exactly (the loader swaps them in one by one).
+            torch.testing.assert_close(loaded[key[len(prefix):]].detach().float(), expected, rtol=0, atol=0)
+        key = unet_keys[0]
+        other = handle.get_tensor(key if use_ema else ema_name(key)).float()
+    assert len(unet_keys) == 686
+    assert not torch.equal(loaded[key[len(prefix):]].detach().float(), other)
+    del out, unet, loaded
     gc.collect()
 
 
