@@ -13,6 +13,15 @@ Two identities let a sampler skip branches without changing the result:
     s_I = 1:            u + s_T (c - i) + (i - u) = i + s_T (c - i)   -> needs {c, i}
     s_T = s_I = s:      u + s (c - i) + s (i - u) = u + s (c - u)     -> needs {c, u}
 and both at once (s_T = s_I = 1) leaves c alone.
+
+For hooks written for plain CFG (ComfyUI's sampler_cfg_function, post-CFG functions, attention
+patches that tell cond from uncond) the result is split as
+
+    result = [a + s_T (c - a)] + (s_I - 1)(i - u)
+
+where the anchor a is i when i is evaluated, else u (or c alone): the bracket is an ordinary CFG
+step from the anchor ("uncond") to c ("cond") at scale s_T, and the second term, present only
+when all three branches run, is the extra image guidance. It equals the formula in every plan.
 """
 from __future__ import annotations
 
@@ -27,17 +36,34 @@ BRANCHES = (TEXT_IMAGE, IMAGE_ONLY, UNCOND)
 
 @dataclass(frozen=True)
 class GuidancePlan:
-    """Which branches a step evaluates, and the weight of each in the result."""
+    """Which branches a step evaluates (c first, then the anchor), and the weight of each."""
 
     branches: tuple[str, ...]
     weights: tuple[float, ...]
+    text_cfg: float
+    image_cfg: float
+
+    @property
+    def anchor(self) -> str:
+        """The branch text guidance starts from: what CFG hooks are given as "uncond"."""
+        return self.branches[1] if len(self.branches) > 1 else TEXT_IMAGE
+
+    def text_guidance(self, predictions: dict[str, torch.Tensor]) -> torch.Tensor:
+        """a + s_T (c - a): the plain-CFG part (out of place)."""
+        anchor, cond = predictions[self.anchor], predictions[TEXT_IMAGE]
+        return anchor + (cond - anchor) * self.text_cfg
+
+    def image_correction(self, predictions: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """(s_I - 1)(i - u) when all three branches run, else None (it is zero)."""
+        if len(self.branches) < 3 or math.isclose(self.image_cfg, 1.0):
+            return None
+        return (predictions[IMAGE_ONLY] - predictions[UNCOND]) * (self.image_cfg - 1.0)
 
     def combine(self, predictions: dict[str, torch.Tensor]) -> torch.Tensor:
-        """sum(weight * prediction) over the planned branches (out of place)."""
-        result = predictions[self.branches[0]] * self.weights[0]
-        for branch, weight in zip(self.branches[1:], self.weights[1:]):
-            result = result + predictions[branch] * weight
-        return result
+        """u + s_T (c - i) + s_I (i - u), from the planned branches only."""
+        result = self.text_guidance(predictions)
+        correction = self.image_correction(predictions)
+        return result if correction is None else result + correction
 
 
 def plan_guidance(text_cfg: float, image_cfg: float, skip_branches: bool = True) -> GuidancePlan:
@@ -49,12 +75,12 @@ def plan_guidance(text_cfg: float, image_cfg: float, skip_branches: bool = True)
     text_cfg, image_cfg = float(text_cfg), float(image_cfg)
     if skip_branches:
         if math.isclose(image_cfg, 1.0) and math.isclose(text_cfg, 1.0):
-            return GuidancePlan((TEXT_IMAGE,), (1.0,))
+            return GuidancePlan((TEXT_IMAGE,), (1.0,), text_cfg, image_cfg)
         if math.isclose(image_cfg, 1.0):
-            return GuidancePlan((TEXT_IMAGE, IMAGE_ONLY), (text_cfg, 1.0 - text_cfg))
+            return GuidancePlan((TEXT_IMAGE, IMAGE_ONLY), (text_cfg, 1.0 - text_cfg), text_cfg, image_cfg)
         if math.isclose(text_cfg, image_cfg):
-            return GuidancePlan((TEXT_IMAGE, UNCOND), (text_cfg, 1.0 - text_cfg))
-    return GuidancePlan(BRANCHES, (text_cfg, image_cfg - text_cfg, 1.0 - image_cfg))
+            return GuidancePlan((TEXT_IMAGE, UNCOND), (text_cfg, 1.0 - text_cfg), text_cfg, image_cfg)
+    return GuidancePlan(BRANCHES, (text_cfg, image_cfg - text_cfg, 1.0 - image_cfg), text_cfg, image_cfg)
 
 
 def dual_cfg(

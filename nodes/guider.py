@@ -5,6 +5,7 @@ from typing import Any
 
 import comfy.ldm.modules.attention as host_attention
 import comfy.model_management
+import comfy.patcher_extension
 import comfy.sample
 import comfy.samplers
 import comfy.utils
@@ -30,7 +31,7 @@ def _exact_sdpa(func: Any, *args: Any, **kwargs: Any) -> Any:
     return host_attention.attention_pytorch(*args, **kwargs)
 
 
-def attention_options(model: Any) -> dict:
+def attention_options(model: Any) -> dict[str, Any]:
     """transformer_options that pick the fastest exact attention the host offers on the model's device.
 
     On CPU the host falls back to sub-quadratic attention unless started with
@@ -48,15 +49,39 @@ def attention_options(model: Any) -> dict:
     return {}
 
 
+BRANCH_LABELS_KEY = "ipx2p_branch_labels"
+
+
+def label_branches(executor: Any, x: torch.Tensor, t: torch.Tensor, c_concat: Any = None, c_crossattn: Any = None,
+                   control: Any = None, transformer_options: dict = {}, **kwargs: Any) -> Any:
+    """APPLY_MODEL wrapper: tell patches which batch chunks are cond (0) and uncond (1).
+
+    The host fills transformer_options["cond_or_uncond"] with each chunk's index in the guider's
+    list of conds; patches (IP-Adapter's attn2 replacement, SAG's attn1 capture, ...) read it with
+    CFGGuider's meaning, 0 = cond, 1 = uncond, and some fail on any other value. The pack lists
+    c first, so c is cond and the image-only and unconditional branches are uncond: an image
+    prompt then acts like part of the instruction and scales with text_cfg.
+    """
+    indices = transformer_options.get("cond_or_uncond")
+    if indices is not None:
+        transformer_options = {**transformer_options, "cond_or_uncond": [0 if index == 0 else 1 for index in indices]}
+    return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+
+
 class InstructPix2PixGuider(comfy.samplers.CFGGuider):
     """u + text_cfg (c - i) + image_cfg (i - u) at every step, evaluating only the branches the
-    algebra needs (see ipx2p_core.guidance), all in one batched model call."""
+    algebra needs (see ipx2p_core.guidance), all in one batched model call.
+
+    Hooks written for plain CFG see a CFG step from the anchor (i, or u when i is not needed) to
+    c at scale text_cfg, plus the image term (see ipx2p_core.guidance): sampler_cfg_function
+    replaces the bracket, post-CFG functions receive the whole result with cond = c and
+    uncond = the anchor, and a model option "disable_cfg1_optimization" makes every branch run.
+    """
 
     def __init__(self, model_patcher: Any, text_cfg: float, image_cfg: float) -> None:
-        extra = attention_options(model_patcher)
-        if extra:
-            model_patcher = model_patcher.clone()  # never change the caller's model
-            model_patcher.model_options.setdefault("transformer_options", {}).update(extra)
+        model_patcher = model_patcher.clone()  # the caller's model is never changed
+        model_patcher.model_options.setdefault("transformer_options", {}).update(attention_options(model_patcher))
+        model_patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, BRANCH_LABELS_KEY, label_branches)
         super().__init__(model_patcher)
         self.text_cfg, self.image_cfg = float(text_cfg), float(image_cfg)
         self.plan = plan_guidance(self.text_cfg, self.image_cfg)
@@ -67,9 +92,39 @@ class InstructPix2PixGuider(comfy.samplers.CFGGuider):
 
     def predict_noise(self, x: torch.Tensor, timestep: torch.Tensor, model_options: dict = {}, seed: Any = None
                       ) -> torch.Tensor:
-        conds = [self.conds.get(COND_KEYS[branch]) for branch in self.plan.branches]
-        predictions = comfy.samplers.calc_cond_batch(self.inner_model, conds, x, timestep, model_options)
-        return self.plan.combine(dict(zip(self.plan.branches, predictions)))
+        plan = self.plan
+        if model_options.get("disable_cfg1_optimization", False) and len(plan.branches) < 3:
+            plan = plan_guidance(self.text_cfg, self.image_cfg, skip_branches=False)
+        conds = [self.conds.get(COND_KEYS[branch]) for branch in plan.branches]
+        if "sampler_calc_cond_batch_function" in model_options:
+            args = {"conds": conds, "input": x, "sigma": timestep, "model": self.inner_model, "model_options": model_options}
+            out = model_options["sampler_calc_cond_batch_function"](args)
+        else:
+            out = comfy.samplers.calc_cond_batch(self.inner_model, conds, x, timestep, model_options)
+        for fn in model_options.get("sampler_pre_cfg_function", []):
+            args = {"conds": conds, "conds_out": out, "cond_scale": self.text_cfg, "timestep": timestep,
+                    "input": x, "sigma": timestep, "model": self.inner_model, "model_options": model_options}
+            out = fn(args)
+        predictions = dict(zip(plan.branches, out))
+        cond, anchor = predictions[TEXT_IMAGE], predictions[plan.anchor]
+        cond_list, anchor_list = conds[0], conds[plan.branches.index(plan.anchor)]
+        if "sampler_cfg_function" in model_options:
+            args = {"cond": x - cond, "uncond": x - anchor, "cond_scale": self.text_cfg, "timestep": timestep,
+                    "input": x, "sigma": timestep, "cond_denoised": cond, "uncond_denoised": anchor,
+                    "model": self.inner_model, "model_options": model_options, "input_cond": cond_list,
+                    "input_uncond": anchor_list}
+            result = x - model_options["sampler_cfg_function"](args)
+        else:
+            result = plan.text_guidance(predictions)
+        correction = plan.image_correction(predictions)
+        if correction is not None:
+            result = result + correction
+        for fn in model_options.get("sampler_post_cfg_function", []):
+            args = {"denoised": result, "cond": cond_list, "uncond": anchor_list, "cond_scale": self.text_cfg,
+                    "model": self.inner_model, "uncond_denoised": anchor, "cond_denoised": cond, "sigma": timestep,
+                    "model_options": model_options, "input": x}
+            result = fn(args)
+        return result
 
 
 def build_guider(node: str, model: Any, positive: list, negative: list, edit_latent: dict,
