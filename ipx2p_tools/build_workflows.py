@@ -145,7 +145,102 @@ def custom_sampler_workflow(info: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return wf.to_json()
 
 
-WORKFLOWS = {"ip2p_edit.json": edit_workflow, "ip2p_custom_sampler.json": custom_sampler_workflow}
+CONTROLNET = "control_v11p_sd15_canny.pth"
+CONTROLNET_URL = f"https://huggingface.co/lllyasviel/ControlNet-v1-1/resolve/main/{CONTROLNET}"
+
+# IPAdapter_plus (github.com/cubiq/ComfyUI_IPAdapter_plus) is not installed here; these are its two
+# nodes' definitions as its current release declares them, so the workflow can be written.
+IPADAPTER_NODES = {
+    "IPAdapterUnifiedLoader": {
+        "input": {"required": {"model": ["MODEL"], "preset": [["LIGHT - SD1.5 only (low strength)", "STANDARD (medium strength)",
+                                                                  "VIT-G (medium strength)", "PLUS (high strength)",
+                                                                  "PLUS FACE (portraits)", "FULL FACE - SD1.5 only (portraits stronger)"]]},
+                  "optional": {"ipadapter": ["IPADAPTER"]}},
+        "input_order": {"required": ["model", "preset"], "optional": ["ipadapter"]},
+        "output": ["MODEL", "IPADAPTER"], "output_name": ["model", "ipadapter"],
+    },
+    "IPAdapter": {
+        "input": {"required": {"model": ["MODEL"], "ipadapter": ["IPADAPTER"], "image": ["IMAGE"],
+                               "weight": ["FLOAT", {"default": 1.0}], "start_at": ["FLOAT", {"default": 0.0}],
+                               "end_at": ["FLOAT", {"default": 1.0}],
+                               "weight_type": [["standard", "prompt is more important", "style transfer"]]},
+                  "optional": {"attn_mask": ["MASK"]}},
+        "input_order": {"required": ["model", "ipadapter", "image", "weight", "start_at", "end_at", "weight_type"],
+                        "optional": ["attn_mask"]},
+        "output": ["MODEL"], "output_name": ["MODEL"],
+    },
+}
+
+
+def _edit_tail(wf: UiWorkflowBuilder, model, positive, negative, encoded, ckpt, x: int) -> None:
+    edited = wf.add(
+        "IPX2P_Edit", [0, "fixed", 100, 7.5, 1.5, "euler_ancestral", "normal", 1.0], (x, 100),
+        {"model": model, "positive": positive, "negative": negative, "edit_latent": (encoded, 0)},
+        role="edit", size=(320, 300),
+    )
+    decoded = wf.add("VAEDecode", [], (x + 360, 100), {"samples": (edited, 0), "vae": (ckpt, 2)})
+    wf.add("SaveImage", ["ipx2p_edit"], (x + 600, 100), {"images": (decoded, 0)}, role="save", size=(400, 420))
+
+
+def controlnet_workflow(info: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The edit guided by a ControlNet on the edit image's edges (core ControlNetApplyAdvanced on
+    positive and negative, so the control reaches every guidance branch at its set strength)."""
+    wf = UiWorkflowBuilder(info, "ip2p_controlnet")
+    ckpt, positive, negative, encoded = _inputs(wf)
+    edges = wf.add("Canny", [0.4, 0.8], (760, 520), {"image": (encoded, 1)}, role="hint")
+    control = wf.add("ControlNetLoader", [CONTROLNET], (760, 700), role="controlnet",
+                     models=[{"name": CONTROLNET, "url": CONTROLNET_URL, "directory": "controlnet"}])
+    applied = wf.add(
+        "ControlNetApplyAdvanced", [0.6, 0.0, 1.0], (1100, 500),
+        {"positive": (positive, 0), "negative": (negative, 0), "control_net": (control, 0), "image": (edges, 0),
+         "vae": (ckpt, 2)},
+        role="apply_controlnet",
+    )
+    _edit_tail(wf, (ckpt, 0), (applied, 0), (applied, 1), encoded, ckpt, 1440)
+    return wf.to_json()
+
+
+def lora_workflow(info: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The edit with an SD1.5 LoRA on the model and the text encoder (its first-convolution weights,
+    made for 4 input channels, are skipped by ComfyUI with a logged error; the rest applies)."""
+    wf = UiWorkflowBuilder(info, "ip2p_lora")
+    ckpt = wf.add("IPX2P_CheckpointLoader", [OFFICIAL_CHECKPOINT, "auto"], (20, 40), role="checkpoint",
+                  models=CHECKPOINT_MODELS)
+    lora = wf.add("LoraLoader", ["your_sd15_lora.safetensors", 0.8, 0.8], (20, 240),
+                  {"model": (ckpt, 0), "clip": (ckpt, 1)}, role="lora")
+    image = wf.add("LoadImage", ["example.png", "image"], (20, 460), role="image", size=(320, 320))
+    positive = wf.add("CLIPTextEncode", ["make it snowy"], (380, 0), {"clip": (lora, 1)}, role="instruction",
+                      title="Instruction")
+    negative = wf.add("CLIPTextEncode", [""], (380, 220), {"clip": (lora, 1)}, role="negative",
+                      title="Negative (leave empty)")
+    encoded = wf.add("IPX2P_EncodeImage", ["original", 512], (380, 440), {"vae": (ckpt, 2), "image": (image, 0)},
+                     role="encode")
+    _edit_tail(wf, (lora, 0), (positive, 0), (negative, 0), encoded, ckpt, 760)
+    return wf.to_json()
+
+
+def ipadapter_workflow(info: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The edit steered by a reference picture through IPAdapter_plus (an external pack). The
+    pack's guider hands IP-Adapter the text+image branch as cond, so the reference acts like part
+    of the instruction and scales with text_cfg."""
+    wf = UiWorkflowBuilder({**info, **IPADAPTER_NODES}, "ip2p_ipadapter")
+    ckpt, positive, negative, encoded = _inputs(wf)
+    loader = wf.add("IPAdapterUnifiedLoader", ["PLUS (high strength)"], (760, 440), {"model": (ckpt, 0)},
+                    role="ipadapter_loader")
+    reference = wf.add("LoadImage", ["reference.png", "image"], (760, 600), role="reference", size=(320, 320))
+    adapted = wf.add("IPAdapter", [0.8, 0.0, 1.0, "standard"], (1100, 440),
+                     {"model": (loader, 0), "ipadapter": (loader, 1), "image": (reference, 0)}, role="ipadapter")
+    _edit_tail(wf, (adapted, 0), (positive, 0), (negative, 0), encoded, ckpt, 1440)
+    return wf.to_json()
+
+
+WORKFLOWS = {
+    "ip2p_edit.json": edit_workflow,
+    "ip2p_custom_sampler.json": custom_sampler_workflow,
+    "ip2p_controlnet.json": controlnet_workflow,
+    "ip2p_lora.json": lora_workflow,
+    "ip2p_ipadapter.json": ipadapter_workflow,
+}
 
 
 def main() -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from ipx2p_tools.checkpoints import ensure_synthetic
 from ipx2p_tools.host import InProcessHost
@@ -72,6 +74,33 @@ def sd15_ckpt() -> Path:
 def controlnet_ckpt() -> Path:
     """SD1.5 ControlNet 1.x, random weights."""
     return ensure_synthetic("controlnet", CHECKPOINT_DIR)
+
+
+@pytest.fixture(scope="session")
+def lora_file(host, tmp_path_factory) -> str:
+    """A small SD1.5 LoRA in kohya's LDM naming: attention and projection layers of the UNet, one
+    text-encoder layer, and the UNet's first convolution with SD1.5's 4 input channels, which an
+    8-channel IP2P UNet cannot take."""
+    import folder_paths
+
+    directory = tmp_path_factory.mktemp("loras")
+    folder_paths.add_model_folder_path("loras", str(directory))
+    generator = torch.Generator().manual_seed(11)
+    rank = 4
+    shapes = {
+        "lora_unet_input_blocks_1_1_proj_in": ((rank, 320, 1, 1), (320, rank, 1, 1)),
+        "lora_unet_middle_block_1_transformer_blocks_0_attn2_to_k": ((rank, 768), (1280, rank)),
+        "lora_unet_output_blocks_11_1_transformer_blocks_0_attn1_to_q": ((rank, 320), (320, rank)),
+        "lora_unet_input_blocks_0_0": ((rank, 4, 3, 3), (320, rank, 1, 1)),
+        "lora_te_text_model_encoder_layers_0_self_attn_q_proj": ((rank, 768), (768, rank)),
+    }
+    tensors = {}
+    for name, (down, up) in shapes.items():
+        tensors[f"{name}.lora_down.weight"] = torch.randn(down, generator=generator) * 0.5
+        tensors[f"{name}.lora_up.weight"] = torch.randn(up, generator=generator) * 0.5
+        tensors[f"{name}.alpha"] = torch.tensor(float(rank))
+    save_file(tensors, str(directory / "test_lora.safetensors"))
+    return "test_lora.safetensors"
 
 
 @pytest.fixture()

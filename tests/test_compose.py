@@ -12,10 +12,11 @@ import sys
 
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from helpers import Graph, read_saved_latent, relative_l2, save_latent
 from ipx2p_core.guidance import dual_cfg, plan_guidance
+
+pytestmark = pytest.mark.floor  # composition is checked on the floor host too
 
 CASES = [(7.5, 1.5), (3.0, 1.0), (2.5, 2.5), (1.0, 1.0)]
 SD15_ATTN2_BLOCKS = [("input", i) for i in (1, 2, 4, 5, 7, 8)] + [("middle", 0)] + [("output", i) for i in range(3, 12)]
@@ -104,7 +105,6 @@ def apply_controlnet(host, control, positive, negative, hint, strength=1.0):
 
 
 # -- ControlNet -------------------------------------------------------------------------------------
-@pytest.mark.floor
 @pytest.mark.parametrize(("text_cfg", "image_cfg"), CASES)
 def test_controlnet_runs_once_per_step_over_all_branches(host, pack, loaded, controlnet, edit_inputs, text_cfg, image_cfg):
     model, _, _ = loaded
@@ -121,6 +121,18 @@ def test_controlnet_runs_once_per_step_over_all_branches(host, pack, loaded, con
     # one UNet call and one ControlNet run per step, over every evaluated branch at once
     assert calls == [{"batch": branches, "control": True}] * 2
     assert runs == [branches] * 2
+
+
+def test_chained_controlnets_still_batch(host, pack, loaded, controlnet, edit_inputs):
+    model, _, _ = loaded
+    positive, negative, edit_latent, pixels = edit_inputs
+    positive, negative = apply_controlnet(host, controlnet, positive, negative, pixels, 0.8)
+    positive, negative = apply_controlnet(host, controlnet, positive, negative, 1.0 - pixels, 0.5)
+    outer = positive[0][1]["control"]
+    assert outer.previous_controlnet is not None and negative[0][1]["control"] is outer
+    counted, calls = counting(model)
+    one_step(pack, counted, positive, negative, edit_latent, 7.5, 1.5, steps=2)
+    assert calls == [{"batch": 3, "control": True}] * 2
 
 
 def test_controlnet_batched_equals_control_per_branch(host, pack, loaded, controlnet, edit_inputs):
@@ -235,6 +247,10 @@ class ImagePromptPatch:
         self.seed = seed
         self.labels_seen: list[list[int]] = []
 
+    def __deepcopy__(self, memo):
+        # ComfyUI 0.3.75 deep-copies model_options on every clone; keep one recorder.
+        return self
+
     def __call__(self, q, k, v, extra_options):
         from comfy.ldm.modules.attention import optimized_attention
 
@@ -257,7 +273,6 @@ def with_patch(model, patch):
     return clone
 
 
-@pytest.mark.floor
 @pytest.mark.parametrize(("text_cfg", "image_cfg"), CASES)
 def test_image_prompt_acts_like_part_of_the_instruction(pack, loaded, edit_inputs, text_cfg, image_cfg, record_property):
     model, _, _ = loaded
@@ -375,34 +390,6 @@ def test_area_and_timestep_range_conditioning_keep_working(host, pack, loaded, e
 
 
 # -- LoRA -------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def lora_file(host, tmp_path_factory):
-    """A small SD1.5 LoRA in kohya's LDM naming: attention and projection layers of the UNet, one
-    text-encoder layer, and the UNet's first convolution with SD1.5's 4 input channels, which an
-    8-channel IP2P UNet cannot take."""
-    import folder_paths
-
-    directory = tmp_path_factory.mktemp("loras")
-    folder_paths.add_model_folder_path("loras", str(directory))
-    generator = torch.Generator().manual_seed(11)
-    rank = 4
-    shapes = {
-        "lora_unet_input_blocks_1_1_proj_in": ((rank, 320, 1, 1), (320, rank, 1, 1)),
-        "lora_unet_middle_block_1_transformer_blocks_0_attn2_to_k": ((rank, 768), (1280, rank)),
-        "lora_unet_output_blocks_11_1_transformer_blocks_0_attn1_to_q": ((rank, 320), (320, rank)),
-        "lora_unet_input_blocks_0_0": ((rank, 4, 3, 3), (320, rank, 1, 1)),
-        "lora_te_text_model_encoder_layers_0_self_attn_q_proj": ((rank, 768), (768, rank)),
-    }
-    tensors = {}
-    for name, (down, up) in shapes.items():
-        tensors[f"{name}.lora_down.weight"] = torch.randn(down, generator=generator) * 0.5
-        tensors[f"{name}.lora_up.weight"] = torch.randn(up, generator=generator) * 0.5
-        tensors[f"{name}.alpha"] = torch.tensor(float(rank))
-    save_file(tensors, str(directory / "test_lora.safetensors"))
-    return "test_lora.safetensors"
-
-
-@pytest.mark.floor
 def test_lora_applies_except_the_8_channel_input_conv(host, ip2p_ckpt, lora_file, input_image):
     def graph(lora):
         g = Graph()

@@ -45,3 +45,39 @@ def test_validation_errors_are_reported(host, ip2p_ckpt, input_image):
     result = host.run(api.prompt)
     assert not result.valid and not result.success
     assert "no-such-file.safetensors" in result.error_text()
+
+
+@pytest.mark.floor
+@pytest.mark.parametrize("input_image", [(64, 48)], indirect=True)
+def test_controlnet_workflow_runs(host, ip2p_ckpt, controlnet_ckpt, input_image):
+    api = small_edit_prompt(host.all_object_info(), ip2p_ckpt.name, input_image, steps=2,
+                            workflow=WORKFLOWS / "ip2p_controlnet.json")
+    api.set("controlnet", "control_net_name", controlnet_ckpt.name)
+    result = host.run(api.prompt)
+    assert result.success, result.error_text()
+    with Image.open(host.output_files(result)[0]) as picture:
+        assert picture.size == (64, 48)
+
+
+@pytest.mark.floor
+def test_lora_workflow_runs(host, ip2p_ckpt, lora_file, input_image):
+    api = small_edit_prompt(host.all_object_info(), ip2p_ckpt.name, input_image, steps=2,
+                            workflow=WORKFLOWS / "ip2p_lora.json")
+    api.set("lora", "lora_name", lora_file)
+    result = host.run(api.prompt)
+    assert result.success, result.error_text()
+    assert len(host.output_files(result)) == 1
+
+
+def test_ipadapter_workflow_needs_only_ipadapter_plus(host):
+    # IPAdapter_plus is an external pack: without it exactly its two nodes are missing; everything
+    # else in the workflow is the host's or ours, and converts with its definitions added.
+    from ipx2p_tools.build_workflows import IPADAPTER_NODES
+    from ipx2p_tools.workflow import WorkflowError, load_ui, ui_to_api
+
+    ui = load_ui(WORKFLOWS / "ip2p_ipadapter.json")
+    with pytest.raises(WorkflowError, match="missing node types .*: IPAdapter, IPAdapterUnifiedLoader$"):
+        ui_to_api(ui, host.all_object_info())
+    api = ui_to_api(ui, {**host.all_object_info(), **IPADAPTER_NODES})
+    assert api.node("ipadapter")["inputs"]["model"] == [api.roles["ipadapter_loader"], 0]
+    assert api.node("edit")["inputs"]["model"] == [api.roles["ipadapter"], 0]
