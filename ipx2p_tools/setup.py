@@ -221,6 +221,24 @@ def ensure_packages(trees: list[Path]) -> None:
     say("packages: installed")
 
 
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def ensure_chromium() -> None:
+    """Debian's Chromium for the browser tests (Playwright drives it; its own browser download
+    is not used). Installed with apt-get when running as root, else the command is printed."""
+    if CHROMIUM.exists():
+        say("chromium: already there")
+        return
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        say(f"chromium: missing; the browser tests need it: sudo apt-get install chromium (-> {CHROMIUM})")
+        return
+    run(["apt-get", "update", "-qq"])
+    run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"],
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    say("chromium: installed")
+
+
 def link_pack(tree: Path) -> None:
     custom_nodes = tree / "custom_nodes"
     custom_nodes.mkdir(parents=True, exist_ok=True)
@@ -261,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             ensure_own_frontend(HOST_SOURCES[version])
     for tree in trees:
         link_pack(tree)
+    ensure_chromium()
     say(f"done in {time.monotonic() - started:.0f} s. Python: {venv_python().relative_to(REPO_ROOT)}")
     return 0
 

@@ -5,6 +5,8 @@ The host under test is chosen by COMFYUI_PATH (your own ComfyUI) or IPX2P_HOST (
 """
 from __future__ import annotations
 
+import gc
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,6 +103,22 @@ def lora_file(host, tmp_path_factory) -> str:
         tensors[f"{name}.alpha"] = torch.tensor(float(rank))
     save_file(tensors, str(directory / "test_lora.safetensors"))
     return "test_lora.safetensors"
+
+
+@pytest.fixture(scope="module")
+def pack(host):
+    """The pack's nodes.guider module as the host loaded it (to drive the guider directly)."""
+    return sys.modules[host.nodes.NODE_CLASS_MAPPINGS["IPX2P_Guider"].__module__]
+
+
+@pytest.fixture(scope="module")
+def loaded(host, ip2p_ckpt):
+    """(model, clip, vae) from the pack's loader node, called directly in the host process;
+    released at the end of each module that uses it."""
+    out = host.nodes.NODE_CLASS_MAPPINGS["IPX2P_CheckpointLoader"].execute(ckpt_name=ip2p_ckpt.name, weights="auto")
+    yield out.result
+    del out
+    gc.collect()
 
 
 @pytest.fixture()

@@ -6,9 +6,7 @@ Branch semantics under test (README, "Combining with other nodes"): c = instruct
 from the anchor (i, or u when i is not evaluated) to c at text_cfg, plus the image term."""
 from __future__ import annotations
 
-import gc
 import logging
-import sys
 
 import pytest
 import torch
@@ -23,19 +21,6 @@ SD15_ATTN2_BLOCKS = [("input", i) for i in (1, 2, 4, 5, 7, 8)] + [("middle", 0)]
 
 
 # -- fixtures and helpers -------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def pack(host):
-    return sys.modules[host.nodes.NODE_CLASS_MAPPINGS["IPX2P_Guider"].__module__]
-
-
-@pytest.fixture(scope="module")
-def loaded(host, ip2p_ckpt):
-    out = host.nodes.NODE_CLASS_MAPPINGS["IPX2P_CheckpointLoader"].execute(ckpt_name=ip2p_ckpt.name, weights="auto")
-    yield out.result
-    del out
-    gc.collect()
-
-
 def make_edit_inputs(loaded, size):
     """Instruction, empty prompt, the edit latent and the hint pixels of one size x size picture."""
     _, clip, vae = loaded

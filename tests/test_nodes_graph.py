@@ -3,7 +3,6 @@ directly with the host's own samplers (to count UNet calls and swap evaluation p
 from __future__ import annotations
 
 import gc
-import sys
 
 import numpy as np
 import pytest
@@ -39,21 +38,6 @@ def run_error(host, graph: Graph) -> str:
     result = host.run(graph.prompt)
     assert not result.success
     return result.error_text()
-
-
-@pytest.fixture(scope="module")
-def pack(host):
-    """The pack's nodes.guider module as the host loaded it."""
-    return sys.modules[host.nodes.NODE_CLASS_MAPPINGS["IPX2P_Guider"].__module__]
-
-
-@pytest.fixture(scope="module")
-def loaded(host, ip2p_ckpt):
-    """(model, clip, vae) from the pack's loader node, called directly in the host process."""
-    out = host.nodes.NODE_CLASS_MAPPINGS["IPX2P_CheckpointLoader"].execute(ckpt_name=ip2p_ckpt.name, weights="auto")
-    yield out.result
-    del out
-    gc.collect()
 
 
 def encode_text(clip, text: str):
