@@ -19,6 +19,7 @@ from ipx2p_tools.layout import CACHE_DIR, HOST_SOURCES, host_frontend_root, sele
 from ipx2p_tools.server import HostServer
 
 CHECKPOINT_DIR = CACHE_DIR / "ckpt"
+LORA_DIR = CACHE_DIR / "loras"
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -49,7 +50,7 @@ def host(host_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> InProcess
         input_dir=work / "input",
         output_dir=work / "output",
         temp_dir=work / "temp",
-        model_dirs={"checkpoints": [CHECKPOINT_DIR], "controlnet": [CHECKPOINT_DIR]},
+        model_dirs={"checkpoints": [CHECKPOINT_DIR], "controlnet": [CHECKPOINT_DIR], "loras": [LORA_DIR]},
     )
     return instance.boot()
 
@@ -79,14 +80,12 @@ def controlnet_ckpt() -> Path:
 
 
 @pytest.fixture(scope="session")
-def lora_file(host, tmp_path_factory) -> str:
+def lora_file() -> str:
     """A small SD1.5 LoRA in kohya's LDM naming: attention and projection layers of the UNet, one
     text-encoder layer, and the UNet's first convolution with SD1.5's 4 input channels, which an
     8-channel IP2P UNet cannot take."""
-    import folder_paths
-
-    directory = tmp_path_factory.mktemp("loras")
-    folder_paths.add_model_folder_path("loras", str(directory))
+    directory = LORA_DIR
+    directory.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(11)
     rank = 4
     shapes = {
@@ -143,7 +142,7 @@ def server(host_tree: Path, host_name: str, ip2p_ckpt: Path, tmp_path_factory: p
     instance = HostServer(
         host_tree,
         tmp_path_factory.mktemp("server"),
-        model_paths={"checkpoints": CHECKPOINT_DIR, "controlnet": CHECKPOINT_DIR},
+        model_paths={"checkpoints": CHECKPOINT_DIR, "controlnet": CHECKPOINT_DIR, "loras": LORA_DIR},
         front_end_root=front_end,
     )
     instance.start()

@@ -45,3 +45,25 @@ def test_server_rejects_an_invalid_prompt(server, ip2p_ckpt):
     assert queued["http_status"] == 400
     assert "missing.safetensors" in str(queued.get("node_errors"))
     assert server.get_json("/system_stats")["system"]
+
+
+@pytest.mark.floor
+@pytest.mark.parametrize("name", ["ip2p_custom_sampler.json", "ip2p_controlnet.json", "ip2p_lora.json"])
+def test_shipped_workflow_through_http(server, ip2p_ckpt, controlnet_ckpt, lora_file, tmp_path, name):
+    # The host's node definitions convert the UI file (as the frontend does; test_browser checks
+    # they agree), and the server runs it on random weights.
+    source = tmp_path / "photo.png"
+    Image.new("RGB", (64, 48), (20, 90, 160)).save(source)
+    api = small_edit_prompt(server.get_json("/object_info"), ip2p_ckpt.name, server.upload_image(source), steps=2,
+                            workflow=WORKFLOWS / name)
+    if "controlnet" in api.roles:
+        api.set("controlnet", "control_net_name", controlnet_ckpt.name)
+    if "lora" in api.roles:
+        api.set("lora", "lora_name", lora_file)
+    queued = server.queue(api.prompt)
+    assert queued["http_status"] == 200, queued
+    entry = server.wait_history(queued["prompt_id"], timeout=600)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    image = next(img for out in entry["outputs"].values() for img in out.get("images", []))
+    with Image.open(io.BytesIO(server.view(image))) as picture:
+        assert picture.size == (64, 48)
