@@ -234,7 +234,7 @@ def ensure_chromium() -> None:
         say(f"chromium: missing; the browser tests need it: sudo apt-get install chromium (-> {CHROMIUM})")
         return
     run(["apt-get", "update", "-qq"])
-    run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"],
+    run(["apt-get", "install", "-y", "-qq", "chromium"],
         env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
     say("chromium: installed")
 
