@@ -39,9 +39,17 @@ class GuidancePlan:
     """Which branches a step evaluates (c first, then the anchor), and the weight of each."""
 
     branches: tuple[str, ...]
-    weights: tuple[float, ...]
     text_cfg: float
     image_cfg: float
+
+    @property
+    def weights(self) -> tuple[float, ...]:
+        """The coefficient of each planned branch in the result (they sum to 1)."""
+        if len(self.branches) == 1:
+            return (1.0,)
+        if len(self.branches) == 2:
+            return (self.text_cfg, 1.0 - self.text_cfg)
+        return (self.text_cfg, self.image_cfg - self.text_cfg, 1.0 - self.image_cfg)
 
     @property
     def anchor(self) -> str:
@@ -75,12 +83,12 @@ def plan_guidance(text_cfg: float, image_cfg: float, skip_branches: bool = True)
     text_cfg, image_cfg = float(text_cfg), float(image_cfg)
     if skip_branches:
         if math.isclose(image_cfg, 1.0) and math.isclose(text_cfg, 1.0):
-            return GuidancePlan((TEXT_IMAGE,), (1.0,), text_cfg, image_cfg)
+            return GuidancePlan((TEXT_IMAGE,), text_cfg, image_cfg)
         if math.isclose(image_cfg, 1.0):
-            return GuidancePlan((TEXT_IMAGE, IMAGE_ONLY), (text_cfg, 1.0 - text_cfg), text_cfg, image_cfg)
+            return GuidancePlan((TEXT_IMAGE, IMAGE_ONLY), text_cfg, image_cfg)
         if math.isclose(text_cfg, image_cfg):
-            return GuidancePlan((TEXT_IMAGE, UNCOND), (text_cfg, 1.0 - text_cfg), text_cfg, image_cfg)
-    return GuidancePlan(BRANCHES, (text_cfg, image_cfg - text_cfg, 1.0 - image_cfg), text_cfg, image_cfg)
+            return GuidancePlan((TEXT_IMAGE, UNCOND), text_cfg, image_cfg)
+    return GuidancePlan(BRANCHES, text_cfg, image_cfg)
 
 
 def dual_cfg(

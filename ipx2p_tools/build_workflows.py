@@ -106,18 +106,22 @@ def _inputs(wf: UiWorkflowBuilder) -> tuple[dict[str, Any], ...]:
     return ckpt, positive, negative, encoded
 
 
+def _edit_tail(wf: UiWorkflowBuilder, model, positive, negative, encoded, ckpt, x: int) -> None:
+    edited = wf.add(
+        "IPX2P_Edit", [0, "fixed", 100, 7.5, 1.5, "euler_ancestral", "normal", 1.0], (x, 100),
+        {"model": model, "positive": positive, "negative": negative, "edit_latent": (encoded, 0)},
+        role="edit", size=(320, 300),
+    )
+    decoded = wf.add("VAEDecode", [], (x + 360, 100), {"samples": (edited, 0), "vae": (ckpt, 2)})
+    wf.add("SaveImage", ["ipx2p_edit"], (x + 600, 100), {"images": (decoded, 0)}, role="save", size=(400, 420))
+
+
 def edit_workflow(info: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The main job in one node: the paper's settings (100 Euler-ancestral steps, s_T 7.5, s_I 1.5,
     long side 512 with sides in multiples of 64)."""
     wf = UiWorkflowBuilder(info, "ip2p_edit")
     ckpt, positive, negative, encoded = _inputs(wf)
-    edited = wf.add(
-        "IPX2P_Edit", [0, "fixed", 100, 7.5, 1.5, "euler_ancestral", "normal", 1.0], (760, 100),
-        {"model": (ckpt, 0), "positive": (positive, 0), "negative": (negative, 0), "edit_latent": (encoded, 0)},
-        role="edit", size=(320, 300),
-    )
-    decoded = wf.add("VAEDecode", [], (1120, 100), {"samples": (edited, 0), "vae": (ckpt, 2)})
-    wf.add("SaveImage", ["ipx2p_edit"], (1360, 100), {"images": (decoded, 0)}, role="save", size=(400, 420))
+    _edit_tail(wf, (ckpt, 0), (positive, 0), (negative, 0), encoded, ckpt, 760)
     return wf.to_json()
 
 
@@ -170,16 +174,6 @@ IPADAPTER_NODES = {
         "output": ["MODEL"], "output_name": ["MODEL"],
     },
 }
-
-
-def _edit_tail(wf: UiWorkflowBuilder, model, positive, negative, encoded, ckpt, x: int) -> None:
-    edited = wf.add(
-        "IPX2P_Edit", [0, "fixed", 100, 7.5, 1.5, "euler_ancestral", "normal", 1.0], (x, 100),
-        {"model": model, "positive": positive, "negative": negative, "edit_latent": (encoded, 0)},
-        role="edit", size=(320, 300),
-    )
-    decoded = wf.add("VAEDecode", [], (x + 360, 100), {"samples": (edited, 0), "vae": (ckpt, 2)})
-    wf.add("SaveImage", ["ipx2p_edit"], (x + 600, 100), {"images": (decoded, 0)}, role="save", size=(400, 420))
 
 
 def controlnet_workflow(info: dict[str, dict[str, Any]]) -> dict[str, Any]:

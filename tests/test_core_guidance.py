@@ -25,6 +25,8 @@ def test_plan_equals_the_formula(text_cfg, image_cfg):
     expected = dual_cfg(preds[TEXT_IMAGE], preds[IMAGE_ONLY], preds[UNCOND], text_cfg, image_cfg)
     plan = plan_guidance(text_cfg, image_cfg)
     torch.testing.assert_close(plan.combine(preds), expected, rtol=1e-12, atol=1e-12)
+    weighted = sum(weight * preds[branch] for branch, weight in zip(plan.branches, plan.weights))
+    torch.testing.assert_close(weighted, expected, rtol=1e-12, atol=1e-12)
     full = plan_guidance(text_cfg, image_cfg, skip_branches=False)
     assert full.branches == BRANCHES
     torch.testing.assert_close(full.combine(preds), expected, rtol=1e-12, atol=1e-12)
