@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Union
 
 import torch
 
@@ -34,22 +35,50 @@ TEXT_IMAGE, IMAGE_ONLY, UNCOND = "text_image", "image_only", "uncond"
 BRANCHES = (TEXT_IMAGE, IMAGE_ONLY, UNCOND)
 
 
+Scale = Union[float, tuple[float, ...]]
+
+
+def _as_factor(value: Scale, like: torch.Tensor) -> float | torch.Tensor:
+    """A scale as a multiplier for predictions `like` [B,...]: a float, or per item a [B,1,...] tensor."""
+    if isinstance(value, tuple):
+        return torch.tensor(value, dtype=like.dtype, device=like.device).view(-1, *([1] * (like.ndim - 1)))
+    return value
+
+
+def _all_close(value: Scale, target: float) -> bool:
+    values = value if isinstance(value, tuple) else (value,)
+    return all(math.isclose(v, target) for v in values)
+
+
+def _minus(a: Scale, b: Scale) -> Scale:
+    if isinstance(a, tuple) or isinstance(b, tuple):
+        size = max(len(v) for v in (a, b) if isinstance(v, tuple))
+        left = a if isinstance(a, tuple) else (a,) * size
+        right = b if isinstance(b, tuple) else (b,) * size
+        return tuple(x - y for x, y in zip(left, right))
+    return a - b
+
+
 @dataclass(frozen=True)
 class GuidancePlan:
-    """Which branches a step evaluates (c first, then the anchor), and the weight of each."""
+    """Which branches a step evaluates (c first, then the anchor), and the weight of each.
+
+    text_cfg and image_cfg are floats, or tuples with one value per batch item (a guidance sweep
+    samples its cells as one batch); the branches are then those every item needs.
+    """
 
     branches: tuple[str, ...]
-    text_cfg: float
-    image_cfg: float
+    text_cfg: Scale
+    image_cfg: Scale
 
     @property
-    def weights(self) -> tuple[float, ...]:
+    def weights(self) -> tuple[Scale, ...]:
         """The coefficient of each planned branch in the result (they sum to 1)."""
         if len(self.branches) == 1:
             return (1.0,)
         if len(self.branches) == 2:
-            return (self.text_cfg, 1.0 - self.text_cfg)
-        return (self.text_cfg, self.image_cfg - self.text_cfg, 1.0 - self.image_cfg)
+            return (self.text_cfg, _minus(1.0, self.text_cfg))
+        return (self.text_cfg, _minus(self.image_cfg, self.text_cfg), _minus(1.0, self.image_cfg))
 
     @property
     def anchor(self) -> str:
@@ -59,13 +88,14 @@ class GuidancePlan:
     def text_guidance(self, predictions: dict[str, torch.Tensor]) -> torch.Tensor:
         """a + s_T (c - a): the plain-CFG part (out of place)."""
         anchor, cond = predictions[self.anchor], predictions[TEXT_IMAGE]
-        return anchor + (cond - anchor) * self.text_cfg
+        return anchor + (cond - anchor) * _as_factor(self.text_cfg, cond)
 
     def image_correction(self, predictions: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """(s_I - 1)(i - u) when all three branches run, else None (it is zero)."""
-        if len(self.branches) < 3 or math.isclose(self.image_cfg, 1.0):
+        if len(self.branches) < 3 or _all_close(self.image_cfg, 1.0):
             return None
-        return (predictions[IMAGE_ONLY] - predictions[UNCOND]) * (self.image_cfg - 1.0)
+        difference = predictions[IMAGE_ONLY] - predictions[UNCOND]
+        return difference * _as_factor(_minus(self.image_cfg, 1.0), difference)
 
     def combine(self, predictions: dict[str, torch.Tensor]) -> torch.Tensor:
         """u + s_T (c - i) + s_I (i - u), from the planned branches only."""
@@ -74,21 +104,34 @@ class GuidancePlan:
         return result if correction is None else result + correction
 
 
-def plan_guidance(text_cfg: float, image_cfg: float, skip_branches: bool = True) -> GuidancePlan:
+def _branches_for(text_cfg: float, image_cfg: float) -> tuple[str, ...]:
+    if math.isclose(image_cfg, 1.0) and math.isclose(text_cfg, 1.0):
+        return (TEXT_IMAGE,)
+    if math.isclose(image_cfg, 1.0):
+        return (TEXT_IMAGE, IMAGE_ONLY)
+    if math.isclose(text_cfg, image_cfg):
+        return (TEXT_IMAGE, UNCOND)
+    return BRANCHES
+
+
+def plan_guidance(text_cfg: Scale, image_cfg: Scale, skip_branches: bool = True) -> GuidancePlan:
     """The cheapest set of branches that gives exactly u + s_T (c - i) + s_I (i - u).
 
     With skip_branches=False all three are always evaluated (for checks and for patches that
-    must see every branch).
+    must see every branch). With per-item scales (tuples) the plan is one that fits every item:
+    the identity all items share, else all three branches.
     """
+    if isinstance(text_cfg, tuple) or isinstance(image_cfg, tuple):
+        size = max(len(v) for v in (text_cfg, image_cfg) if isinstance(v, tuple))
+        texts = tuple(float(v) for v in text_cfg) if isinstance(text_cfg, tuple) else (float(text_cfg),) * size
+        images = tuple(float(v) for v in image_cfg) if isinstance(image_cfg, tuple) else (float(image_cfg),) * size
+        if len(texts) != len(images):
+            raise ValueError(f"per-item scales need one text and one image value per item, got {len(texts)} and {len(images)}")
+        kinds = {_branches_for(t, i) for t, i in zip(texts, images)}
+        branches = kinds.pop() if skip_branches and len(kinds) == 1 else BRANCHES
+        return GuidancePlan(branches, texts, images)
     text_cfg, image_cfg = float(text_cfg), float(image_cfg)
-    if skip_branches:
-        if math.isclose(image_cfg, 1.0) and math.isclose(text_cfg, 1.0):
-            return GuidancePlan((TEXT_IMAGE,), text_cfg, image_cfg)
-        if math.isclose(image_cfg, 1.0):
-            return GuidancePlan((TEXT_IMAGE, IMAGE_ONLY), text_cfg, image_cfg)
-        if math.isclose(text_cfg, image_cfg):
-            return GuidancePlan((TEXT_IMAGE, UNCOND), text_cfg, image_cfg)
-    return GuidancePlan(BRANCHES, text_cfg, image_cfg)
+    return GuidancePlan(_branches_for(text_cfg, image_cfg) if skip_branches else BRANCHES, text_cfg, image_cfg)
 
 
 def dual_cfg(

@@ -1,0 +1,191 @@
+"""Masks without the host: grow, feather, change detection, colour matching, compositing, and
+paste-back and crop-and-stitch as pure functions."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ipx2p_core.geometry import Box, edit_fit, picture_to_fit, plan_crop
+from ipx2p_core.masks import (
+    ChangeSettings, colour_match, composite, detect_changes, feather, grow, inner_distance, mask_batch,
+)
+from ipx2p_core.paste import PasteSettings, crop_for_edit, paste_back, stitch_back
+from ipx2p_tools.pictures import blur, ellipse_mask, photo_like, synthetic_edit
+
+
+def square(size=64, left=20, top=16, width=24, height=20):
+    mask = torch.zeros((1, size, size))
+    mask[:, top:top + height, left:left + width] = 1.0
+    return mask
+
+
+def test_grow_and_shrink():
+    mask = square()
+    grown = grow(mask, 3)
+    # 3 px on every side along the axes; the corners are rounded (an octagon, close to a disc)
+    assert bool((grown[:, 13:39, 20:44] == 1).all()) and bool((grown[:, 16:36, 17:47] == 1).all())
+    assert float(grown[:, :13].max()) == 0 and float(grown[:, 39:].max()) == 0
+    assert float(grown[0, 13, 17]) == 0 and float(grown[0, 14, 18]) == 1
+    shrunk = grow(mask, -3)
+    assert float(shrunk.sum()) == 18 * 14
+    assert torch.equal(grow(mask, 0), mask)
+
+
+@pytest.mark.parametrize("pixels", [1, 4, 9])
+def test_feather_ramps_inside_the_mask_over_at_most_its_width(pixels):
+    mask = square(64, 10, 10, 40, 40)
+    weight = feather(mask, pixels)
+    assert torch.equal(weight[mask == 0], torch.zeros_like(weight[mask == 0]))  # exactly 0 outside
+    row = weight[0, 30, :]
+    ramp = [float(v) for v in row if 0 < float(v) < 1]
+    assert len(ramp) == 2 * (pixels - 1)  # both edges, each inside the mask
+    # the F-th pixel inside is the first at full weight
+    assert float(row[10 + pixels - 1]) == 1.0 and (pixels == 1 or float(row[10 + pixels - 2]) < 1.0)
+    assert ramp[:pixels - 1] == sorted(ramp[:pixels - 1])  # rising into the mask
+
+
+def test_feather_keeps_soft_values_and_does_not_eat_the_picture_border():
+    mask = torch.zeros((1, 32, 32))
+    mask[:, :, :16] = 0.5  # touches the picture's left, top and bottom borders
+    weight = feather(mask, 6)
+    assert float(weight[0, 16, 0]) == 0.5 and float(weight[0, 0, 3]) == 0.5  # no ramp at the picture's border
+    assert 0 < float(weight[0, 16, 15]) < 0.5  # ramp at the inner edge
+
+
+def test_inner_distance_is_never_below_the_euclidean_distance():
+    mask = torch.zeros((1, 41, 41), dtype=torch.bool)
+    ys, xs = torch.meshgrid(torch.arange(41), torch.arange(41), indexing="ij")
+    mask[0] = (ys - 20) ** 2 + (xs - 20) ** 2 <= 18 ** 2
+    distance = inner_distance(mask, 30)[0]
+    outside = [(y, x) for y in range(41) for x in range(41) if not mask[0, y, x]]
+    for y in range(0, 41, 5):
+        for x in range(0, 41, 5):
+            if mask[0, y, x]:
+                nearest = min(math.hypot(y - oy, x - ox) for oy, ox in outside)
+                assert float(distance[y, x]) >= nearest - 1e-6
+
+
+def test_mask_batch_rule():
+    mask_batch(1, 4, "node")
+    mask_batch(4, 4, "node")
+    with pytest.raises(ValueError, match="node: input 'mask' has batch 3 and the edit has batch 2"):
+        mask_batch(3, 2, "node")
+
+
+def precision_recall(found: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
+    hits = float((found & truth).sum())
+    return hits / max(1.0, float(found.sum())), hits / float(truth.sum())
+
+
+REGIONS = [((0.5, 0.5), (0.2, 0.25)), ((0.3, 0.7), (0.08, 0.1)), ((0.6, 0.4), (0.3, 0.15))]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_change_detection_finds_a_known_edit_under_vae_like_blur(seed):
+    # Photo-like pictures (1/f spectrum, shapes, grain); the "edit" recolours a known region and,
+    # like the VAE, blurs everything and tints the whole picture a little.
+    for centre, radii in REGIONS:
+        picture = photo_like(384, 512, seed)
+        region = ellipse_mask(384, 512, centre, radii)
+        edited = synthetic_edit(picture, region, seed)
+        found = detect_changes(edited, picture)
+        precision, recall = precision_recall(found[0], region[0] > 0.5)
+        assert precision >= 0.95 and recall >= 0.95, (seed, radii, precision, recall)
+
+
+def test_change_detection_ignores_blur_and_drift_alone():
+    picture = photo_like(256, 256, 7)
+    vae_like = (blur(picture, 1.5) + torch.tensor([0.03, -0.02, 0.01])).clamp(0, 1)
+    assert not bool(detect_changes(vae_like, picture).any())
+    # but the same check sees a small, real change
+    region = ellipse_mask(256, 256, (0.5, 0.5), (0.1, 0.1))
+    assert bool(detect_changes(synthetic_edit(picture, region, 7), picture).any())
+
+
+def test_change_detection_threshold_matters():
+    picture = photo_like(256, 256, 8)
+    region = ellipse_mask(256, 256, (0.5, 0.5), (0.2, 0.2))
+    faint = synthetic_edit(picture, region, 8, strength=0.05)
+    assert not bool(detect_changes(faint, picture, ChangeSettings(threshold=0.2)).any())
+    assert bool(detect_changes(faint, picture, ChangeSettings(threshold=0.01)).any())
+
+
+def test_colour_match_removes_a_drift_seen_around_the_mask():
+    original = photo_like(128, 128, 4)
+    drifted = (original * 0.9 + 0.08).clamp(0, 1)
+    weight = square(128, 40, 40, 48, 48)
+    covered = torch.ones((1, 128, 128), dtype=torch.bool)
+    matched = colour_match(drifted, original, weight, covered, 12)
+    inside = weight[0] > 0
+    before = float((drifted[0][inside] - original[0][inside]).abs().mean())
+    after = float((matched[0][inside] - original[0][inside]).abs().mean())
+    assert after < before / 4
+
+
+def test_composite_is_exact_where_the_weight_is_zero_or_one_or_the_pictures_agree():
+    original, pasted = torch.rand((1, 16, 16, 3)), torch.rand((1, 16, 16, 3))
+    weight = torch.zeros((1, 16, 16))
+    weight[:, 4:8] = 1.0
+    weight[:, 8:12] = 0.3
+    out = composite(original, pasted, weight)
+    assert torch.equal(out[:, :4], original[:, :4]) and torch.equal(out[:, 12:], original[:, 12:])
+    assert torch.equal(out[:, 4:8], pasted[:, 4:8])
+    assert torch.equal(composite(original, original.clone(), weight), original)
+
+
+@pytest.mark.parametrize("mode", ["original", "keep", "long_side"])
+def test_paste_back_with_a_mask_keeps_every_pixel_outside_it(mode):
+    # An original 3x the edit's size, not square; the edit differs everywhere.
+    original = photo_like(1152, 1728, 5)
+    fit = edit_fit(mode, 1728, 1152, 512)
+    edited = torch.rand((1, fit.height, fit.width, 3))
+    mask = torch.zeros((1, 1152, 1728))
+    mask[:, 300:700, 500:1100] = 1.0
+    result, weight = paste_back(original, edited, fit, mask, None, PasteSettings(feather=24))
+    assert result.shape == original.shape
+    assert torch.equal(result[mask == 0], original[mask == 0])
+    assert torch.equal(weight[mask == 0], torch.zeros_like(weight[mask == 0]))
+    # inside, away from the feather, it is the edit scaled back
+    inner = result[0, 400:600, 600:1000]
+    assert float((inner - original[0, 400:600, 600:1000]).abs().mean()) > 0.1
+
+
+@pytest.mark.parametrize("mode", ["original", "keep", "long_side"])
+def test_paste_back_finds_the_edited_region_itself(mode):
+    original = photo_like(1152, 1728, 6)
+    fit = edit_fit(mode, 1728, 1152, 512)
+    framed = picture_to_fit(original, fit)
+    region = ellipse_mask(fit.height, fit.width, (0.45, 0.55), (0.22, 0.18))
+    edited = synthetic_edit(framed, region, 6)
+    result, weight = paste_back(original, edited, fit, None, None, PasteSettings(feather=0))
+    truth = torch.zeros((1, 1152, 1728), dtype=torch.bool)
+    box = fit.source
+    scaled = torch.nn.functional.interpolate(region.unsqueeze(1), size=(box.height, box.width), mode="bilinear")[:, 0] > 0.5
+    truth[:, box.top:box.bottom, box.left:box.right] = scaled
+    precision, recall = precision_recall(weight[0] > 0, truth[0])
+    assert precision >= 0.9 and recall >= 0.9, (precision, recall)
+    assert torch.equal(result[weight == 0], original[weight == 0])
+
+
+def test_stitch_round_trip_and_outside_the_region():
+    picture = photo_like(600, 800, 9)
+    mask = torch.zeros((1, 600, 800))
+    mask[:, 250:300, 380:440] = 1.0
+    plan = plan_crop(Box(380, 250, 60, 50), 32, 800, 600, 512)
+    crop, crop_mask, stitch = crop_for_edit(picture, mask, plan)
+    assert max(crop.shape[1:3]) == 512 and crop.shape[1] % 64 == 0 and crop.shape[2] % 64 == 0
+    # an unedited crop stitches back to the picture itself
+    back, _ = stitch_back(stitch, crop, None, "mask", 0, 16)
+    assert torch.equal(back, picture)
+    # an edit changes the masked area only, and never anything outside the region
+    edited = torch.rand_like(crop)
+    for blend in ("mask", "region"):
+        out, weight = stitch_back(stitch, edited, None, blend, 0, 8)
+        region = torch.zeros((1, 600, 800), dtype=torch.bool)
+        rows, columns = plan.region.slices()
+        region[:, rows, columns] = True
+        assert torch.equal(out[~region], picture[~region])
+        assert torch.equal(out[weight == 0], picture[weight == 0])
+        assert float((out - picture).abs().max()) > 0.1
