@@ -61,13 +61,14 @@ def _options(spec: Any) -> dict[str, Any]:
     return {}
 
 
-def _ordered_inputs(info: dict[str, Any]) -> list[tuple[str, Any]]:
+def _ordered_inputs(info: dict[str, Any]) -> list[tuple[str, Any, bool]]:
+    """(name, spec, optional) in the node definition's order."""
     inputs = info.get("input", {})
     order = info.get("input_order") or {section: list(inputs.get(section, {})) for section in ("required", "optional")}
     result = []
     for section in ("required", "optional"):
         for name in order.get(section, []):
-            result.append((name, inputs[section][name]))
+            result.append((name, inputs[section][name], section == "optional"))
     return result
 
 
@@ -110,10 +111,19 @@ def ui_to_api(ui: dict[str, Any], object_info: dict[str, dict[str, Any]]) -> Api
         values = node.get("widgets_values", [])
         api_inputs: dict[str, Any] = {}
         position = 0
-        for name, spec in _ordered_inputs(info):
+        for name, spec, optional in _ordered_inputs(info):
             if _is_widget(spec):
                 if isinstance(values, dict):
                     value = values.get(name)
+                elif position >= len(values) and optional:
+                    # Saved before this optional widget existed: the frontend gives it its default.
+                    if "default" in _options(spec):
+                        api_inputs[name] = _options(spec)["default"]
+                    if name in linked:
+                        source = resolve(linked[name])
+                        if source is not None:
+                            api_inputs[name] = source
+                    continue
                 else:
                     if position >= len(values):
                         raise WorkflowError(

@@ -4,10 +4,16 @@ from __future__ import annotations
 from ._comfy import ComfyExtension, io
 from .encode import Conditioning, EncodeImage
 from .guider import Edit, Guider
+from .instructions import EncodeInstructions
 from .loader import CheckpointLoader
+from .regions import CropForEdit, PasteBack, StitchEdit
+from .sweep import GuidanceSweep
 
 # Order is the order in the node menu. Node ids are a contract (saved workflows store them).
-NODES: list[type[io.ComfyNode]] = [CheckpointLoader, EncodeImage, Conditioning, Guider, Edit]
+NODES: list[type[io.ComfyNode]] = [
+    CheckpointLoader, EncodeImage, Conditioning, Guider, Edit, EncodeInstructions, GuidanceSweep, CropForEdit, StitchEdit,
+    PasteBack,
+]
 
 
 class IPX2PExtension(ComfyExtension):

@@ -6,6 +6,7 @@ from typing import Any
 import torch
 
 from ..ipx2p_core.guidance import edit_batch_size
+from ..ipx2p_core.masks import latent_mask, mask_batch
 
 # Put the checkpoint people should load into every "wrong model" message.
 OFFICIAL_HINT = "an InstructPix2Pix checkpoint such as instruct-pix2pix-00-22000.safetensors (huggingface.co/timbrooks/instruct-pix2pix)"
@@ -69,3 +70,41 @@ def edit_conditionings(node: str, positive: list[Any], negative: list[Any], edit
         with_image(negative, torch.zeros_like(samples)),
         batch,
     )
+
+
+def as_mask(node: str, mask: Any, input_name: str = "mask") -> torch.Tensor:
+    """A MASK input as [B,H,W] float 0..1, checked: a tensor, 2-4 dims, not empty, finite."""
+    if not isinstance(mask, torch.Tensor):
+        raise input_error(node, input_name, f"is a {type(mask).__name__}", "a MASK",
+                          "connect a mask (Load Image's MASK output, a mask editor, or a mask node)")
+    if mask.ndim == 4 and mask.shape[1] == 1:
+        mask = mask[:, 0]
+    elif mask.ndim == 2:
+        mask = mask.unsqueeze(0)
+    if mask.ndim != 3:
+        raise input_error(node, input_name, f"has shape {list(mask.shape)}", "a MASK [batch, height, width]",
+                          "connect a MASK, not an IMAGE (use core 'Convert Image to Mask' for a picture)")
+    if mask.numel() == 0:
+        raise input_error(node, input_name, f"is empty (shape {list(mask.shape)})", "a mask with at least one pixel",
+                          "connect a mask of the picture")
+    if not torch.isfinite(mask).all():
+        raise input_error(node, input_name, "holds NaN or infinite values", "values from 0 to 1",
+                          "check the node that made the mask")
+    return mask.float().clamp(0.0, 1.0)
+
+
+def edit_mask(node: str, mask: Any, batch: int, height: int, width: int) -> torch.Tensor | None:
+    """The optional `mask` input of an edit, scaled to the latent: [1 or batch, 1, height, width]."""
+    if mask is None:
+        return None
+    mask = as_mask(node, mask)
+    mask_batch(int(mask.shape[0]), batch, node)
+    scaled = latent_mask(mask, height, width)
+    empty = [index for index in range(scaled.shape[0]) if not bool((scaled[index] > 0).any())]
+    if empty:
+        which = "the mask" if scaled.shape[0] == 1 else f"mask item {empty[0]}"
+        raise input_error(node, "mask", f"selects nothing ({which} is all zero)",
+                          "a mask with 1 (or soft values) where the image should change",
+                          "paint the region to edit (in Load Image's mask editor, 1 = edit), or disconnect the mask "
+                          "to edit the whole image")
+    return scaled

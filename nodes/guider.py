@@ -7,15 +7,17 @@ import comfy.ldm.modules.attention as host_attention
 import comfy.model_management
 import comfy.patcher_extension
 import comfy.sample
+import comfy.sampler_helpers
 import comfy.samplers
 import comfy.utils
 import latent_preview
 import torch
 from comfy.cli_args import args
 
-from ..ipx2p_core.guidance import IMAGE_ONLY, TEXT_IMAGE, UNCOND, plan_guidance
+from ..ipx2p_core.guidance import IMAGE_ONLY, TEXT_IMAGE, UNCOND, Scale, plan_guidance
 from ._comfy import io
-from .common import edit_conditionings, require_ip2p_model
+from .common import as_mask, edit_conditionings, edit_mask, input_error, require_ip2p_model
+from .sampling import NOISE_MODES, initial_noise, sampler_for
 
 GUIDER = "IPX2P_Guider"
 EDIT = "IPX2P_Edit"
@@ -68,6 +70,21 @@ def label_branches(executor: Any, x: torch.Tensor, t: torch.Tensor, c_concat: An
     return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
 
 
+class RegionRun:
+    """The region edit of one sampling run: mask [B,1,h,w], the target latent (unscaled) and the
+    run's unit noise, moved to the sampling device and the model's latent scale on first use."""
+
+    def __init__(self, mask: torch.Tensor, target: torch.Tensor, noise: torch.Tensor, sigmas: torch.Tensor) -> None:
+        self.mask, self.target, self.noise, self.sigmas = mask, target, noise, sigmas
+        self._ready: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def on(self, x: torch.Tensor, model: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self._ready is None or self._ready[0].device != x.device:
+            target = model.process_latent_in(self.target.to(device=x.device, dtype=x.dtype))
+            self._ready = (self.mask.to(device=x.device, dtype=x.dtype), target, self.noise.to(device=x.device, dtype=x.dtype))
+        return self._ready
+
+
 class InstructPix2PixGuider(comfy.samplers.CFGGuider):
     """u + text_cfg (c - i) + image_cfg (i - u) at every step, evaluating only the branches the
     algebra needs (see ipx2p_core.guidance), all in one batched model call.
@@ -78,17 +95,79 @@ class InstructPix2PixGuider(comfy.samplers.CFGGuider):
     uncond = the anchor, and a model option "disable_cfg1_optimization" makes every branch run.
     """
 
-    def __init__(self, model_patcher: Any, text_cfg: float, image_cfg: float) -> None:
+    def __init__(self, model_patcher: Any, text_cfg: Scale, image_cfg: Scale) -> None:
         model_patcher = model_patcher.clone()  # the caller's model is never changed
         model_patcher.model_options.setdefault("transformer_options", {}).update(attention_options(model_patcher))
         model_patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, BRANCH_LABELS_KEY, label_branches)
         super().__init__(model_patcher)
-        self.text_cfg, self.image_cfg = float(text_cfg), float(image_cfg)
+        self.text_cfg: Scale = text_cfg if isinstance(text_cfg, tuple) else float(text_cfg)
+        self.image_cfg: Scale = image_cfg if isinstance(image_cfg, tuple) else float(image_cfg)
         self.plan = plan_guidance(self.text_cfg, self.image_cfg)
+        self.cfg = self.text_cfg if isinstance(self.text_cfg, float) else 1.0  # what the host logs as "cfg"
+        self.region_mask: torch.Tensor | None = None  # [1|B,1,h,w], 1 = edit here
+        self.region_target: torch.Tensor | None = None  # the input image latent, unscaled [B,4,h,w]
+        self._region: RegionRun | None = None
+
+    def set_region(self, mask: torch.Tensor | None, target: torch.Tensor) -> None:
+        """Edit only inside `mask` [1|B,1,h,w]; outside it the latent follows `target` (the input
+        image's latent, unscaled) noised to each step's sigma, and ends on it."""
+        self.region_mask = mask
+        self.region_target = target
+
+    def hook_scale(self, like: torch.Tensor) -> float | torch.Tensor:
+        """cond_scale for CFG hooks: text_cfg, or per item a [B,1,...] tensor (guidance sweeps)."""
+        if isinstance(self.text_cfg, tuple):
+            return torch.tensor(self.text_cfg, dtype=like.dtype, device=like.device).view(-1, *([1] * (like.ndim - 1)))
+        return self.text_cfg
 
     def set_edit_conds(self, text_image: list, image_only: list, uncond: list) -> None:
         image_only = [[t, {**d, "prompt_type": "negative"}] for t, d in image_only]
         self.inner_set_conds({"positive": text_image, "image_only": image_only, "negative": uncond})
+
+    def sample(self, noise: torch.Tensor, latent_image: torch.Tensor, sampler: Any, sigmas: torch.Tensor,
+               denoise_mask: torch.Tensor | None = None, callback: Any = None, disable_pbar: bool = False,
+               seed: Any = None) -> torch.Tensor:
+        """CFGGuider.sample, with the region edit done here rather than by the host's inpainting.
+
+        The host blends towards the *sampled* latent (for SamplerCustomAdvanced: the Conditioning
+        node's empty latent, giving zeros outside the mask, and at denoise 1 a start that is not
+        pure noise inside it). The pack blends towards the input image's latent instead, and a
+        noise_mask on the sampled latent (core SetLatentNoiseMask) is taken as the region too.
+        """
+        mask = self.region_mask
+        if denoise_mask is not None and self.region_target is not None:
+            given = comfy.sampler_helpers.prepare_mask(denoise_mask, noise.shape, "cpu")[:, :1].float()
+            mask = given if mask is None else mask.to(given) * given
+            denoise_mask = None
+        if mask is None or self.region_target is None or sigmas.shape[-1] < 2:
+            return super().sample(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
+        batch = int(noise.shape[0])
+        target = comfy.utils.resize_to_batch_size(self.region_target, batch).float()
+        mask = comfy.utils.resize_to_batch_size(mask.float(), batch)
+        self._region = RegionRun(mask, target, noise, sigmas)
+        try:
+            samples = super().sample(noise, latent_image, sampler, sigmas, None, callback, disable_pbar, seed)
+        finally:
+            self._region = None
+        # Outside a hard mask the result is the input latent itself, not its round trip through the
+        # model's latent scaling (which can differ in the last bit).
+        outside = (mask == 0).to(samples.device).expand_as(samples)
+        return torch.where(outside, target.to(samples), samples)
+
+    def __call__(self, x: torch.Tensor, timestep: torch.Tensor, model_options: dict = {}, seed: Any = None
+                 ) -> torch.Tensor:
+        """The host's latent-space inpainting step (KSamplerX0Inpaint), towards the input image."""
+        run = self._region
+        if run is None:
+            return super().__call__(x, timestep, model_options, seed)
+        mask, target, noise = run.on(x, self.inner_model)
+        if "denoise_mask_function" in model_options:  # e.g. core DifferentialDiffusion
+            mask = model_options["denoise_mask_function"](timestep, mask, extra_options={"model": self, "sigmas": run.sigmas})
+        keep = 1.0 - mask
+        noised = self.inner_model.scale_latent_inpaint(x=x, sigma=timestep, noise=noise, latent_image=target,
+                                                       denoise_mask=mask)
+        denoised = super().__call__(x * mask + noised * keep, timestep, model_options, seed)
+        return denoised * mask + target * keep
 
     def predict_noise(self, x: torch.Tensor, timestep: torch.Tensor, model_options: dict = {}, seed: Any = None
                       ) -> torch.Tensor:
@@ -102,14 +181,14 @@ class InstructPix2PixGuider(comfy.samplers.CFGGuider):
         else:
             out = comfy.samplers.calc_cond_batch(self.inner_model, conds, x, timestep, model_options)
         for fn in model_options.get("sampler_pre_cfg_function", []):
-            args = {"conds": conds, "conds_out": out, "cond_scale": self.text_cfg, "timestep": timestep,
+            args = {"conds": conds, "conds_out": out, "cond_scale": self.hook_scale(x), "timestep": timestep,
                     "input": x, "sigma": timestep, "model": self.inner_model, "model_options": model_options}
             out = fn(args)
         predictions = dict(zip(plan.branches, out))
         cond, anchor = predictions[TEXT_IMAGE], predictions[plan.anchor]
         cond_list, anchor_list = conds[0], conds[plan.branches.index(plan.anchor)]
         if "sampler_cfg_function" in model_options:
-            args = {"cond": x - cond, "uncond": x - anchor, "cond_scale": self.text_cfg, "timestep": timestep,
+            args = {"cond": x - cond, "uncond": x - anchor, "cond_scale": self.hook_scale(x), "timestep": timestep,
                     "input": x, "sigma": timestep, "cond_denoised": cond, "uncond_denoised": anchor,
                     "model": self.inner_model, "model_options": model_options, "input_cond": cond_list,
                     "input_uncond": anchor_list}
@@ -120,7 +199,7 @@ class InstructPix2PixGuider(comfy.samplers.CFGGuider):
         if correction is not None:
             result = result + correction
         for fn in model_options.get("sampler_post_cfg_function", []):
-            args = {"denoised": result, "cond": cond_list, "uncond": anchor_list, "cond_scale": self.text_cfg,
+            args = {"denoised": result, "cond": cond_list, "uncond": anchor_list, "cond_scale": self.hook_scale(x),
                     "model": self.inner_model, "uncond_denoised": anchor, "cond_denoised": cond, "sigma": timestep,
                     "model_options": model_options, "input": x}
             result = fn(args)
@@ -128,11 +207,15 @@ class InstructPix2PixGuider(comfy.samplers.CFGGuider):
 
 
 def build_guider(node: str, model: Any, positive: list, negative: list, edit_latent: dict,
-                 text_cfg: float, image_cfg: float) -> tuple[InstructPix2PixGuider, int]:
+                 text_cfg: Scale, image_cfg: Scale, mask: Any = None) -> tuple[InstructPix2PixGuider, int]:
+    """The pack's guider for an edit, with its region when a mask is given; also the edit's batch."""
     require_ip2p_model(node, model)
     text_image, image_only, uncond, batch = edit_conditionings(node, positive, negative, edit_latent)
+    samples = edit_latent["samples"]
     guider = InstructPix2PixGuider(model, text_cfg, image_cfg)
     guider.set_edit_conds(text_image, image_only, uncond)
+    region = edit_mask(node, mask, batch, int(samples.shape[-2]), int(samples.shape[-1]))
+    guider.set_region(region, samples)
     return guider, batch
 
 
@@ -150,6 +233,18 @@ def guidance_inputs() -> list:
     ]
 
 
+MASK_TOOLTIP = ("Optional: edit only here (1 = edit, soft values blend; any size, batch 1 for every item). Outside "
+                "the mask the latent follows the input image's latent and ends on it exactly. A mask drawn on the "
+                "original picture is fitted as the Encode node fits the picture.")
+NOISE_TOOLTIP = ("per item: item k of a batch gets the seed's k-th noise, as KSampler does (item 0 equals the single "
+                 "edit for deterministic samplers). same for all: every item gets item 0's noise at the start and at "
+                 "every step, so each item equals its single edit with this seed: consistent variants, video frames.")
+
+
+def mask_input() -> Any:
+    return io.Mask.Input("mask", optional=True, tooltip=MASK_TOOLTIP)
+
+
 class Guider(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -159,19 +254,21 @@ class Guider(io.ComfyNode):
             category="instructpix2pix",
             description=(
                 "InstructPix2Pix guidance, u + text_cfg (c - i) + image_cfg (i - u), as a GUIDER for "
-                "SamplerCustomAdvanced. Sample into the edit's size (the Conditioning node's latent output)."
+                "SamplerCustomAdvanced. Sample into the edit's size (the Conditioning node's latent output). "
+                "With a mask only the masked region is edited (a noise_mask on the sampled latent counts too)."
             ),
             inputs=guidance_inputs() + [
                 io.Float.Input("text_cfg", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01, tooltip=TEXT_CFG_TOOLTIP),
                 io.Float.Input("image_cfg", default=1.5, min=0.0, max=100.0, step=0.1, round=0.01, tooltip=IMAGE_CFG_TOOLTIP),
+                mask_input(),
             ],
             outputs=[io.Guider.Output(tooltip="Connect to SamplerCustomAdvanced's guider.")],
         )
 
     @classmethod
     def execute(cls, model: Any, positive: list, negative: list, edit_latent: dict, text_cfg: float,
-                image_cfg: float) -> io.NodeOutput:
-        guider, _ = build_guider(GUIDER, model, positive, negative, edit_latent, text_cfg, image_cfg)
+                image_cfg: float, mask: torch.Tensor | None = None) -> io.NodeOutput:
+        guider, _ = build_guider(GUIDER, model, positive, negative, edit_latent, text_cfg, image_cfg, mask)
         return io.NodeOutput(guider)
 
 
@@ -180,6 +277,63 @@ def edit_sigmas(model: Any, scheduler: str, steps: int, denoise: float) -> torch
     total = steps if denoise >= 1.0 else int(steps / denoise)
     sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, total).cpu()
     return sigmas[-(steps + 1):]
+
+
+def item_of(conditioning: list, index: int, batch: int) -> list:
+    """Item `index` of a conditioning of batch `batch` (entries of batch 1 are shared)."""
+    items = []
+    for tensor, extra in conditioning:
+        extra = dict(extra)
+        pooled = extra.get("pooled_output")
+        if isinstance(pooled, torch.Tensor) and pooled.shape[0] == batch > 1:
+            extra["pooled_output"] = pooled[index:index + 1]
+        items.append([tensor[index:index + 1] if tensor.shape[0] == batch > 1 else tensor, extra])
+    return items
+
+
+def run_edit(node: str, model: Any, positive: list, negative: list, edit_latent: dict, *, seed: int, steps: int,
+             text_cfg: Scale, image_cfg: Scale, sampler_name: str, scheduler: str, denoise: float,
+             mask: torch.Tensor | None = None, noise_mode: str = "per item", batch: int | None = None,
+             callback: Any = None) -> torch.Tensor:
+    """Sample one edit (KSampler's way: sigmas, start, noise) and return the latent, unscaled.
+
+    `batch` forces the batch (a sweep samples one image as many cells); `callback` replaces the
+    default progress bar with previews.
+    """
+    mask = as_mask(node, mask) if mask is not None else None
+    guider, edit_batch = build_guider(node, model, positive, negative, edit_latent, text_cfg, image_cfg, mask)
+    batch = batch or edit_batch
+    image_latent = edit_latent["samples"]
+    if denoise >= 1.0:
+        start = torch.zeros((batch, *image_latent.shape[1:]), dtype=image_latent.dtype)
+    else:
+        start = comfy.utils.resize_to_batch_size(image_latent, batch).clone()
+    sigmas = edit_sigmas(model, scheduler, steps, denoise)
+    if sigmas.numel() < 2:  # denoise 0: nothing to sample
+        return start
+    start = comfy.sample.fix_empty_latent_channels(model, start)
+    sampler = sampler_for(sampler_name, noise_mode, tuple(start.shape), seed, sigmas, model.load_device)
+    if sampler is None:
+        # A sampler whose step noise the pack cannot share over a batch: one run per item, each
+        # with the seed's own noise, which is what "same for all" means.
+        parts = []
+        for index in range(batch):
+            part_latent = {"samples": image_latent[index:index + 1] if image_latent.shape[0] > 1 else image_latent}
+            part_mask = mask[index:index + 1] if mask is not None and mask.shape[0] > 1 else mask
+            parts.append(run_edit(
+                node, model, item_of(positive, index, batch), negative, part_latent, seed=seed, steps=steps,
+                text_cfg=text_cfg[index] if isinstance(text_cfg, tuple) else text_cfg,
+                image_cfg=image_cfg[index] if isinstance(image_cfg, tuple) else image_cfg,
+                sampler_name=sampler_name, scheduler=scheduler, denoise=denoise, mask=part_mask, batch=1,
+                callback=callback,
+            ))
+        return torch.cat(parts)
+    noise = initial_noise(start, seed, noise_mode, edit_latent.get("batch_index"))
+    if callback is None:
+        callback = latent_preview.prepare_callback(model, sigmas.shape[-1] - 1)
+    samples = guider.sample(noise, start, sampler, sigmas, denoise_mask=None, callback=callback,
+                            disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+    return samples.to(comfy.model_management.intermediate_device())
 
 
 class Edit(io.ComfyNode):
@@ -192,7 +346,8 @@ class Edit(io.ComfyNode):
             description=(
                 "Edits the image as the instruction says: InstructPix2Pix guidance and sampling in one node. "
                 "Defaults are the paper's (100 Euler-ancestral steps, normal schedule, 7.5 / 1.5). Decode the "
-                "LATENT with VAE Decode."
+                "LATENT with VAE Decode, or feed it to the next edit's edit_latent (no VAE round trip). With a "
+                "mask only the masked region changes."
             ),
             inputs=guidance_inputs() + [
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
@@ -208,27 +363,21 @@ class Edit(io.ComfyNode):
                 io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="1.0: start from noise, as the paper. Below 1: start from the input image's "
                                        "latent, partly noised, which keeps more of its layout."),
+                mask_input(),
+                io.Combo.Input("noise", options=list(NOISE_MODES), default="per item", optional=True, tooltip=NOISE_TOOLTIP),
             ],
-            outputs=[io.Latent.Output(tooltip="The edited latent: decode it with VAE Decode.")],
+            outputs=[io.Latent.Output(tooltip="The edited latent (the VAE's unscaled space, like edit_latent): decode it "
+                                              "with VAE Decode or chain it into another edit.")],
         )
 
     @classmethod
     def execute(cls, model: Any, positive: list, negative: list, edit_latent: dict, seed: int, steps: int,
-                text_cfg: float, image_cfg: float, sampler_name: str, scheduler: str, denoise: float) -> io.NodeOutput:
-        guider, batch = build_guider(EDIT, model, positive, negative, edit_latent, text_cfg, image_cfg)
-        image_latent = edit_latent["samples"]
-        if denoise >= 1.0:
-            start = torch.zeros((batch, *image_latent.shape[1:]), dtype=image_latent.dtype)
-        else:
-            start = comfy.utils.resize_to_batch_size(image_latent, batch).clone()
-        sigmas = edit_sigmas(model, scheduler, steps, denoise)
-        if sigmas.numel() < 2:  # denoise 0: nothing to sample
-            return io.NodeOutput({"samples": start})
-        start = comfy.sample.fix_empty_latent_channels(model, start)
-        noise = comfy.sample.prepare_noise(start, seed)
-        callback = latent_preview.prepare_callback(model, sigmas.shape[-1] - 1)
-        samples = guider.sample(
-            noise, start, comfy.samplers.sampler_object(sampler_name), sigmas, denoise_mask=None, callback=callback,
-            disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed,
-        )
-        return io.NodeOutput({"samples": samples.to(comfy.model_management.intermediate_device())})
+                text_cfg: float, image_cfg: float, sampler_name: str, scheduler: str, denoise: float,
+                mask: torch.Tensor | None = None, noise: str = "per item") -> io.NodeOutput:
+        if noise not in NOISE_MODES:
+            raise input_error(EDIT, "noise", f"is {noise!r}", f"one of {', '.join(NOISE_MODES)}",
+                              "choose 'per item' or 'same for all'")
+        samples = run_edit(EDIT, model, positive, negative, edit_latent, seed=seed, steps=steps, text_cfg=text_cfg,
+                           image_cfg=image_cfg, sampler_name=sampler_name, scheduler=scheduler, denoise=denoise,
+                           mask=mask, noise_mode=noise)
+        return io.NodeOutput({"samples": samples})

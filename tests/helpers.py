@@ -66,3 +66,62 @@ def write_picture(directory: Path, name: str, size, color=(40, 110, 190)) -> str
     ImageDraw.Draw(picture).ellipse((width // 5, height // 6, width // 2, height * 5 // 6), fill=(240, 200, 50))
     picture.save(Path(directory) / name)
     return name
+
+
+def encode_graph(g: Graph, ckpt: str, picture: str, resize="keep", resolution=64, weights="auto",
+                 instruction="make it snowy"):
+    """Loader, picture, instruction, empty negative and the encoded image: (loader, positive, negative, encoded)."""
+    loader = g.add("IPX2P_CheckpointLoader", ckpt_name=ckpt, weights=weights)
+    image = g.add("LoadImage", image=picture)
+    positive = g.add("CLIPTextEncode", text=instruction, clip=(loader, 1))
+    negative = g.add("CLIPTextEncode", text="", clip=(loader, 1))
+    encoded = g.add("IPX2P_EncodeImage", vae=(loader, 2), image=(image, 0), resize=resize, resolution=resolution)
+    return loader, positive, negative, encoded
+
+
+def rect_mask(g: Graph, width: int, height: int, x: int, y: int, w: int, h: int, value: float = 1.0) -> str:
+    """A MASK of width x height that is `value` on the w x h rectangle at (x, y), 0 elsewhere (core nodes)."""
+    canvas = g.add("SolidMask", value=0.0, width=width, height=height)
+    patch = g.add("SolidMask", value=value, width=w, height=h)
+    return g.add("MaskComposite", destination=(canvas, 0), source=(patch, 0), x=x, y=y, operation="add")
+
+
+def edit_node(g: Graph, loader, positive, negative, encoded, seed=1, steps=3, text_cfg=7.5, image_cfg=1.5,
+              sampler="euler", mask=None, noise=None, denoise=1.0) -> str:
+    """An IPX2P_Edit node; positive / negative are node ids (slot 0) or (node id, slot)."""
+    def link(source):
+        return source if isinstance(source, tuple) else (source, 0)
+
+    inputs = dict(model=(loader, 0), positive=link(positive), negative=link(negative), edit_latent=(encoded, 0), seed=seed,
+                  steps=steps, text_cfg=text_cfg, image_cfg=image_cfg, sampler_name=sampler, scheduler="normal",
+                  denoise=denoise)
+    if mask is not None:
+        inputs["mask"] = (mask, 0)
+    if noise is not None:
+        inputs["noise"] = noise
+    return g.add("IPX2P_Edit", **inputs)
+
+
+def run_ok(host, graph: Graph, **kwargs):
+    result = host.run(graph.prompt, **kwargs)
+    assert result.success, result.error_text()
+    return result
+
+
+def run_error(host, graph: Graph) -> str:
+    result = host.run(graph.prompt)
+    assert not result.success
+    return result.error_text()
+
+
+def saved_images(host, result, node_id: str):
+    """The float images [B,H,W,3] a SaveImage node wrote (PNG, 8 bits), in batch order."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    pictures = []
+    for info in result.outputs[node_id]["images"]:
+        with Image.open(Path(host.output_dir) / info["subfolder"] / info["filename"]) as image:
+            pictures.append(torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0))
+    return torch.stack(pictures)

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from helpers import Graph, read_saved_latent, relative_l2, save_latent, write_picture
+from helpers import Graph, encode_graph, read_saved_latent, relative_l2, run_error, run_ok, save_latent, write_picture
 from ipx2p_core.checkpoint import ema_name
 from ipx2p_core.guidance import plan_guidance
 from ipx2p_core.image import original_edit_size
@@ -19,27 +19,6 @@ CASES = [(7.5, 1.5), (3.0, 1.0), (2.5, 2.5), (1.0, 1.0)]
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def encode_graph(g: Graph, ckpt: str, picture: str, resize="keep", resolution=64, weights="auto"):
-    loader = g.add("IPX2P_CheckpointLoader", ckpt_name=ckpt, weights=weights)
-    image = g.add("LoadImage", image=picture)
-    positive = g.add("CLIPTextEncode", text="make it snowy", clip=(loader, 1))
-    negative = g.add("CLIPTextEncode", text="", clip=(loader, 1))
-    encoded = g.add("IPX2P_EncodeImage", vae=(loader, 2), image=(image, 0), resize=resize, resolution=resolution)
-    return loader, positive, negative, encoded
-
-
-def run_ok(host, graph: Graph, **kwargs):
-    result = host.run(graph.prompt, **kwargs)
-    assert result.success, result.error_text()
-    return result
-
-
-def run_error(host, graph: Graph) -> str:
-    result = host.run(graph.prompt)
-    assert not result.success
-    return result.error_text()
-
-
 def encode_text(clip, text: str):
     return clip.encode_from_tokens_scheduled(clip.tokenize(text))
 
