@@ -142,6 +142,13 @@ class InstructPix2PixGuider(comfy.samplers.CFGGuider):
         if mask is None or self.region_target is None or sigmas.shape[-1] < 2:
             return super().sample(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
         batch = int(noise.shape[0])
+        if tuple(noise.shape[-2:]) != tuple(self.region_target.shape[-2:]):
+            size = "x".join(str(int(v) * 8) for v in reversed(noise.shape[-2:]))
+            edit = "x".join(str(int(v) * 8) for v in reversed(self.region_target.shape[-2:]))
+            raise ValueError(
+                f"{GUIDER}: the latent being sampled is {size} px but edit_latent is {edit} px; a masked edit needs "
+                "the edit's size. Fix: sample into the latent output of 'InstructPix2Pix Conditioning'."
+            )
         target = comfy.utils.resize_to_batch_size(self.region_target, batch).float()
         mask = comfy.utils.resize_to_batch_size(mask.float(), batch)
         self._region = RegionRun(mask, target, noise, sigmas)
@@ -212,6 +219,8 @@ def build_guider(node: str, model: Any, positive: list, negative: list, edit_lat
     require_ip2p_model(node, model)
     text_image, image_only, uncond, batch = edit_conditionings(node, positive, negative, edit_latent)
     samples = edit_latent["samples"]
+    if mask is None and isinstance(edit_latent.get("noise_mask"), torch.Tensor):
+        mask = edit_latent["noise_mask"]  # core Set Latent Noise Mask on the edit latent, as KSampler honours it
     guider = InstructPix2PixGuider(model, text_cfg, image_cfg)
     guider.set_edit_conds(text_image, image_only, uncond)
     region = edit_mask(node, mask, batch, int(samples.shape[-2]), int(samples.shape[-1]))
@@ -235,7 +244,8 @@ def guidance_inputs() -> list:
 
 MASK_TOOLTIP = ("Optional: edit only here (1 = edit, soft values blend; any size, batch 1 for every item). Outside "
                 "the mask the latent follows the input image's latent and ends on it exactly. A mask drawn on the "
-                "original picture is fitted as the Encode node fits the picture.")
+                "original picture is fitted as the Encode node fits the picture. A noise_mask on edit_latent (core "
+                "Set Latent Noise Mask) counts as this mask.")
 NOISE_TOOLTIP = ("per item: item k of a batch gets the seed's k-th noise, as KSampler does (item 0 equals the single "
                  "edit for deterministic samplers). same for all: every item gets item 0's noise at the start and at "
                  "every step, so each item equals its single edit with this seed: consistent variants, video frames.")
@@ -300,6 +310,8 @@ def run_edit(node: str, model: Any, positive: list, negative: list, edit_latent:
     `batch` forces the batch (a sweep samples one image as many cells); `callback` replaces the
     default progress bar with previews.
     """
+    if mask is None and isinstance(edit_latent.get("noise_mask"), torch.Tensor):
+        mask = edit_latent["noise_mask"]
     mask = as_mask(node, mask) if mask is not None else None
     guider, edit_batch = build_guider(node, model, positive, negative, edit_latent, text_cfg, image_cfg, mask)
     batch = batch or edit_batch
@@ -318,7 +330,9 @@ def run_edit(node: str, model: Any, positive: list, negative: list, edit_latent:
         # with the seed's own noise, which is what "same for all" means.
         parts = []
         for index in range(batch):
-            part_latent = {"samples": image_latent[index:index + 1] if image_latent.shape[0] > 1 else image_latent}
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            part_latent = {"samples": image_latent[index:index + 1] if image_latent.shape[0] > 1 else image_latent,
+                           "noise_mask": None}
             part_mask = mask[index:index + 1] if mask is not None and mask.shape[0] > 1 else mask
             parts.append(run_edit(
                 node, model, item_of(positive, index, batch), negative, part_latent, seed=seed, steps=steps,

@@ -49,8 +49,14 @@ def mask_for_picture(node: str, mask: Any, height: int, width: int, edit_size: t
     if edit_size is not None:
         expected += f" or the edit's aspect ({edit_size[0]}x{edit_size[1]})"
     raise input_error(node, "mask", f"is {mask_width}x{mask_height} px", expected,
-                      "use the mask of this picture (Load Image's MASK), or scale it with core 'Upscale Image' on a "
-                      "mask converted to an image")
+                      f"use the mask of this picture (Load Image's MASK output), or bring it to {width}x{height} "
+                      "(core 'Convert Mask to Image', 'Upscale Image', 'Convert Image to Mask')")
+
+
+def check_mask_batch(node: str, mask: torch.Tensor, batch: int) -> None:
+    if mask.shape[0] not in (1, batch):
+        raise input_error(node, "mask", f"has batch {mask.shape[0]} and the pictures {batch}",
+                          f"a mask of batch 1 (used for every picture) or {batch}", "pass one mask, or one per picture")
 
 
 class PasteBack(io.ComfyNode):
@@ -127,6 +133,7 @@ class PasteBack(io.ComfyNode):
         picture_mask = None
         if mask is not None:
             given, of_edit = mask_for_picture(PASTE, mask, height, width, (fit.width, fit.height))
+            check_mask_batch(PASTE, given, max(int(original.shape[0]), int(edited.shape[0])))
             if not (given > 0).any():
                 raise input_error(PASTE, "mask", "selects nothing (all zero)", "1 where the edit should be taken",
                                   "paint the edited region, or disconnect the mask to find it automatically")
@@ -178,9 +185,7 @@ class CropForEdit(io.ComfyNode):
         picture = as_image(CROP, image, "image")
         height, width = int(picture.shape[1]), int(picture.shape[2])
         selection, _ = mask_for_picture(CROP, mask, height, width, None)
-        if selection.shape[0] not in (1, picture.shape[0]):
-            raise input_error(CROP, "mask", f"has batch {selection.shape[0]} and the image {picture.shape[0]}",
-                              f"a mask of batch 1 or {picture.shape[0]}", "pass one mask, or one per image")
+        check_mask_batch(CROP, selection, int(picture.shape[0]))
         box = bounding_box(selection)
         if box is None:
             raise input_error(CROP, "mask", "selects nothing (all zero)", "1 over the region to edit",
@@ -248,6 +253,7 @@ class StitchEdit(io.ComfyNode):
         crop_mask = None
         if mask is not None:
             crop_mask = as_mask(STITCH_EDIT, mask)
+            check_mask_batch(STITCH_EDIT, crop_mask, max(int(stitch.picture.shape[0]), int(edited.shape[0])))
             if not same_aspect(int(crop_mask.shape[2]), int(crop_mask.shape[1]), plan.width, plan.height):
                 raise input_error(STITCH_EDIT, "mask", f"is {crop_mask.shape[2]}x{crop_mask.shape[1]} px",
                                   f"a mask of the {plan.width}x{plan.height} crop", "use Crop For Edit's mask output")

@@ -105,13 +105,20 @@ def test_core_noise_mask_gives_zeros_the_pack_gives_the_input(host, ip2p_ckpt, s
                         sigmas=(g.add("BasicScheduler", model=(loader, 0), scheduler="normal", steps=2, denoise=1.0), 0),
                         latent_image=(masked_latent, 0))
         outputs[name] = save_latent(g, sampled)
+    # and a noise_mask on the edit latent itself counts as the Edit node's mask, as KSampler honours it
+    noised = g.add("SetLatentNoiseMask", samples=(encoded, 0), mask=(rect_mask(g, 64, 64, *MASK_BOX), 0))
+    outputs["edit"] = save_latent(g, g.add("IPX2P_Edit", model=[loader, 0], positive=[positive, 0], negative=[negative, 0],
+                                           edit_latent=[noised, 0], seed=1, steps=2, text_cfg=7.5, image_cfg=1.5,
+                                           sampler_name="euler", scheduler="normal", denoise=1.0))
     source = save_latent(g, encoded)
     result = run_ok(host, g)
-    core_latent, pack_latent = (read_saved_latent(host, result, outputs[name]) for name in ("core", "pack"))
+    core_latent, pack_latent, edit_latent = (read_saved_latent(host, result, outputs[name]) for name in ("core", "pack", "edit"))
     source_latent = read_saved_latent(host, result, source)
     outside = latent_outside(pack_latent)
     assert float(core_latent[outside].abs().max()) < 1e-3 * float(source_latent.abs().max())
     assert torch.equal(pack_latent[outside], source_latent[outside])
+    assert torch.equal(edit_latent[outside], source_latent[outside])
+    assert relative_l2(edit_latent, pack_latent) < 1e-6  # Edit = Guider for the same noise and sigmas
 
 
 def test_differential_diffusion_composes_with_a_soft_mask(host, ip2p_ckpt, square_picture):
