@@ -13,6 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from ipx2p_tools.layout import REPO_ROOT, selected_host
+from ipx2p_tools.workflow import is_widget
+
+
+def _socket_type(spec: Any) -> str:
+    kind = spec[0] if isinstance(spec, (list, tuple)) else spec
+    return "COMBO" if isinstance(kind, list) else str(kind)
 
 OFFICIAL_CHECKPOINT = "instruct-pix2pix-00-22000.safetensors"
 OFFICIAL_REPO = "timbrooks/instruct-pix2pix"
@@ -63,14 +69,21 @@ class UiWorkflowBuilder:
         if title:
             node["title"] = title
         declared = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+        order = info.get("input_order") or {section: list(info["input"].get(section, {})) for section in ("required", "optional")}
+        # Every socket (non-widget) input gets a slot, linked or not, in the definition's order:
+        # the frontend numbers input slots so, and links point at slot numbers.
+        for name in order.get("required", []) + order.get("optional", []):
+            if not is_widget(declared[name]):
+                node["inputs"].append({"name": name, "type": _socket_type(declared[name]), "link": None})
         for input_name, (source, slot) in (links or {}).items():
             if input_name not in declared:
                 raise KeyError(f"{node_type} has no input {input_name!r}")
+            target = next(index for index, entry in enumerate(node["inputs"]) if entry["name"] == input_name)
             link_id = len(self.links) + 1
             kind = source["outputs"][slot]["type"]
-            self.links.append([link_id, source["id"], slot, node_id, len(node["inputs"]), kind])
+            self.links.append([link_id, source["id"], slot, node_id, target, kind])
             source["outputs"][slot]["links"].append(link_id)
-            node["inputs"].append({"name": input_name, "type": kind, "link": link_id})
+            node["inputs"][target]["link"] = link_id
         self.nodes.append(node)
         return node
 
@@ -106,12 +119,19 @@ def _inputs(wf: UiWorkflowBuilder) -> tuple[dict[str, Any], ...]:
     return ckpt, positive, negative, encoded
 
 
+EDIT_WIDGETS = [0, "fixed", 100, 7.5, 1.5, "euler_ancestral", "normal", 1.0, "per item"]
+
+
+def _edit(wf: UiWorkflowBuilder, model, positive, negative, edit_latent, pos: tuple[int, int], role: str = "edit",
+          mask=None, widgets: list[Any] | None = None, title: str | None = None) -> dict[str, Any]:
+    links = {"model": model, "positive": positive, "negative": negative, "edit_latent": edit_latent}
+    if mask is not None:
+        links["mask"] = mask
+    return wf.add("IPX2P_Edit", widgets or list(EDIT_WIDGETS), pos, links, role=role, size=(320, 320), title=title)
+
+
 def _edit_tail(wf: UiWorkflowBuilder, model, positive, negative, encoded, ckpt, x: int) -> None:
-    edited = wf.add(
-        "IPX2P_Edit", [0, "fixed", 100, 7.5, 1.5, "euler_ancestral", "normal", 1.0], (x, 100),
-        {"model": model, "positive": positive, "negative": negative, "edit_latent": (encoded, 0)},
-        role="edit", size=(320, 300),
-    )
+    edited = _edit(wf, model, positive, negative, (encoded, 0), (x, 100))
     decoded = wf.add("VAEDecode", [], (x + 360, 100), {"samples": (edited, 0), "vae": (ckpt, 2)})
     wf.add("SaveImage", ["ipx2p_edit"], (x + 600, 100), {"images": (decoded, 0)}, role="save", size=(400, 420))
 
@@ -228,12 +248,117 @@ def ipadapter_workflow(info: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return wf.to_json()
 
 
+def masked_workflow(info: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Edit only the painted region: Load Image's mask (paint it in the mask editor), grown a little
+    with core GrowMask, on the Edit node's mask input."""
+    wf = UiWorkflowBuilder(info, "ip2p_masked")
+    ckpt, positive, negative, encoded = _inputs(wf)
+    image = next(node for node in wf.nodes if node["type"] == "LoadImage")
+    grown = wf.add("GrowMask", [8, True], (380, 640), {"mask": (image, 1)}, role="grow_mask")
+    edited = _edit(wf, (ckpt, 0), (positive, 0), (negative, 0), (encoded, 0), (760, 100), mask=(grown, 0))
+    decoded = wf.add("VAEDecode", [], (1120, 100), {"samples": (edited, 0), "vae": (ckpt, 2)})
+    wf.add("SaveImage", ["ipx2p_masked"], (1360, 100), {"images": (decoded, 0)}, role="save", size=(400, 420))
+    return wf.to_json()
+
+
+def paste_back_workflow(info: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The edit pasted back into the full-resolution original where it changed (the mask is found
+    by comparing with the original's VAE round trip); the found mask is previewed."""
+    wf = UiWorkflowBuilder(info, "ip2p_paste_back")
+    ckpt, positive, negative, encoded = _inputs(wf)
+    image = next(node for node in wf.nodes if node["type"] == "LoadImage")
+    edited = _edit(wf, (ckpt, 0), (positive, 0), (negative, 0), (encoded, 0), (760, 100))
+    decoded = wf.add("VAEDecode", [], (1120, 100), {"samples": (edited, 0), "vae": (ckpt, 2)})
+    pasted = wf.add("IPX2P_PasteBack", [0.06, 0, 16, False, "original", 512], (1120, 300),
+                    {"original": (image, 0), "edited": (decoded, 0), "vae": (ckpt, 2)}, role="paste", size=(320, 300))
+    wf.add("SaveImage", ["ipx2p_paste_back"], (1480, 100), {"images": (pasted, 0)}, role="save", size=(400, 420))
+    shown = wf.add("MaskToImage", [], (1480, 560), {"mask": (pasted, 1)})
+    wf.add("PreviewImage", [], (1840, 560), {"images": (shown, 0)}, role="preview_mask", size=(300, 300))
+    return wf.to_json()
+
+
+def crop_stitch_workflow(info: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A small detail of a large photo edited at the model's working size: Crop For Edit around the
+    painted mask, encode and edit the crop (inside its mask), Stitch Edit back into the photo."""
+    wf = UiWorkflowBuilder(info, "ip2p_crop_stitch")
+    ckpt = wf.add("IPX2P_CheckpointLoader", [OFFICIAL_CHECKPOINT, "auto"], (20, 40), role="checkpoint",
+                  models=CHECKPOINT_MODELS)
+    image = wf.add("LoadImage", ["example.png", "image"], (20, 260), role="image", size=(320, 320))
+    positive = wf.add("CLIPTextEncode", ["make him smile"], (380, 0), {"clip": (ckpt, 1)}, role="instruction",
+                      title="Instruction")
+    negative = wf.add("CLIPTextEncode", [""], (380, 220), {"clip": (ckpt, 1)}, role="negative",
+                      title="Negative (leave empty)")
+    crop = wf.add("IPX2P_CropForEdit", [32, 512], (380, 440), {"image": (image, 0), "mask": (image, 1)}, role="crop")
+    encoded = wf.add("IPX2P_EncodeImage", ["original", 512], (760, 480), {"vae": (ckpt, 2), "image": (crop, 0)},
+                     role="encode")
+    edited = _edit(wf, (ckpt, 0), (positive, 0), (negative, 0), (encoded, 0), (760, 40), mask=(crop, 1))
+    decoded = wf.add("VAEDecode", [], (1120, 100), {"samples": (edited, 0), "vae": (ckpt, 2)})
+    stitched = wf.add("IPX2P_StitchEdit", [16, 0, "mask"], (1120, 300), {"stitch": (crop, 2), "edited": (decoded, 0)},
+                      role="stitch")
+    wf.add("SaveImage", ["ipx2p_crop_stitch"], (1480, 100), {"images": (stitched, 0)}, role="save", size=(400, 420))
+    return wf.to_json()
+
+
+def sweep_workflow(info: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Nine edits at once on a labelled grid: text_cfg 5, 7.5, 10 down, image_cfg 1.2, 1.5, 1.8 across."""
+    wf = UiWorkflowBuilder(info, "ip2p_sweep")
+    ckpt, positive, negative, encoded = _inputs(wf)
+    sweep = wf.add("IPX2P_GuidanceSweep",
+                   [0, "fixed", 20, "5, 7.5, 10", "1.2, 1.5, 1.8", "euler_ancestral", "normal", "grid", 6, 1.0, 0],
+                   (760, 100), {"model": (ckpt, 0), "positive": (positive, 0), "negative": (negative, 0),
+                                "edit_latent": (encoded, 0), "vae": (ckpt, 2)}, role="sweep", size=(340, 400))
+    wf.add("SaveImage", ["ipx2p_sweep_grid"], (1140, 100), {"images": (sweep, 2)}, role="save", size=(500, 520))
+    wf.add("PreviewImage", [], (1680, 100), {"images": (sweep, 1)}, role="preview_cells", size=(300, 300))
+    return wf.to_json()
+
+
+def batch_workflow(info: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Three instructions over one picture in one edit, each with the same noise (consistent variants)."""
+    wf = UiWorkflowBuilder(info, "ip2p_batch")
+    ckpt = wf.add("IPX2P_CheckpointLoader", [OFFICIAL_CHECKPOINT, "auto"], (20, 40), role="checkpoint",
+                  models=CHECKPOINT_MODELS)
+    image = wf.add("LoadImage", ["example.png", "image"], (20, 260), role="image", size=(320, 320))
+    instructions = wf.add("IPX2P_EncodeInstructions",
+                          ["make it snowy\nturn it into a watercolor painting\nmake it look like night"], (380, 0),
+                          {"clip": (ckpt, 1)}, role="instructions", size=(340, 200))
+    encoded = wf.add("IPX2P_EncodeImage", ["original", 512], (380, 440), {"vae": (ckpt, 2), "image": (image, 0)},
+                     role="encode")
+    widgets = list(EDIT_WIDGETS)
+    widgets[-1] = "same for all"
+    edited = _edit(wf, (ckpt, 0), (instructions, 0), (instructions, 1), (encoded, 0), (760, 100), widgets=widgets)
+    decoded = wf.add("VAEDecode", [], (1120, 100), {"samples": (edited, 0), "vae": (ckpt, 2)})
+    wf.add("SaveImage", ["ipx2p_batch"], (1360, 100), {"images": (decoded, 0)}, role="save", size=(400, 420))
+    return wf.to_json()
+
+
+def iterative_workflow(info: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Two edits in a row: the first edit's LATENT is the second's edit_latent (no VAE round trip)."""
+    wf = UiWorkflowBuilder(info, "ip2p_iterative")
+    ckpt, positive, negative, encoded = _inputs(wf)
+    second_instruction = wf.add("CLIPTextEncode", ["now make it night"], (760, 460), {"clip": (ckpt, 1)},
+                                role="instruction2", title="Second instruction")
+    first = _edit(wf, (ckpt, 0), (positive, 0), (negative, 0), (encoded, 0), (760, 100), title="First edit")
+    second = _edit(wf, (ckpt, 0), (second_instruction, 0), (negative, 0), (first, 0), (1120, 100), role="edit2",
+                   title="Second edit")
+    for index, (latent, x) in enumerate(((first, 1480), (second, 1480))):
+        decoded = wf.add("VAEDecode", [], (x, 100 + 480 * index), {"samples": (latent, 0), "vae": (ckpt, 2)})
+        wf.add("SaveImage", [f"ipx2p_iterative_{index + 1}"], (x + 240, 100 + 480 * index), {"images": (decoded, 0)},
+               role="save" if index else "save_first", size=(400, 420))
+    return wf.to_json()
+
+
 WORKFLOWS = {
     "ip2p_edit.json": edit_workflow,
     "ip2p_custom_sampler.json": custom_sampler_workflow,
     "ip2p_controlnet.json": controlnet_workflow,
     "ip2p_lora.json": lora_workflow,
     "ip2p_ipadapter.json": ipadapter_workflow,
+    "ip2p_masked.json": masked_workflow,
+    "ip2p_paste_back.json": paste_back_workflow,
+    "ip2p_crop_stitch.json": crop_stitch_workflow,
+    "ip2p_sweep.json": sweep_workflow,
+    "ip2p_batch.json": batch_workflow,
+    "ip2p_iterative.json": iterative_workflow,
 }
 
 

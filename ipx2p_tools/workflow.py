@@ -47,7 +47,7 @@ def load_ui(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _is_widget(spec: Any) -> bool:
+def is_widget(spec: Any) -> bool:
     kind = spec[0] if isinstance(spec, (list, tuple)) else spec
     options = spec[1] if isinstance(spec, (list, tuple)) and len(spec) > 1 and isinstance(spec[1], dict) else {}
     if options.get("forceInput"):
@@ -112,7 +112,7 @@ def ui_to_api(ui: dict[str, Any], object_info: dict[str, dict[str, Any]]) -> Api
         api_inputs: dict[str, Any] = {}
         position = 0
         for name, spec, optional in _ordered_inputs(info):
-            if _is_widget(spec):
+            if is_widget(spec):
                 if isinstance(values, dict):
                     value = values.get(name)
                 elif position >= len(values) and optional:

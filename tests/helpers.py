@@ -18,9 +18,10 @@ def small_edit_prompt(object_info, ckpt_name: str, image_name: str, steps=2, see
     api.set("image", "image", image_name)
     api.set("encode", "resize", resize)
     api.set("encode", "resolution", resolution)
-    if "edit" in api.roles:
-        api.set("edit", "seed", seed)
-        api.set("edit", "steps", steps)
+    if "edit" in api.roles or "sweep" in api.roles:
+        role = "edit" if "edit" in api.roles else "sweep"
+        api.set(role, "seed", seed)
+        api.set(role, "steps", steps)
     else:
         api.set("noise", "noise_seed", seed)
         api.set("scheduler", "steps", steps)

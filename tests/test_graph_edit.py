@@ -81,3 +81,50 @@ def test_ipadapter_workflow_needs_only_ipadapter_plus(host):
     api = ui_to_api(ui, {**host.all_object_info(), **IPADAPTER_NODES})
     assert api.node("ipadapter")["inputs"]["model"] == [api.roles["ipadapter_loader"], 0]
     assert api.node("edit")["inputs"]["model"] == [api.roles["ipadapter"], 0]
+
+
+def rgba_picture(directory, name: str, size, hole) -> str:
+    """A picture whose alpha is 0 on `hole` (x, y, w, h): Load Image's MASK is 1 there (what the
+    mask editor paints)."""
+    from PIL import Image, ImageDraw
+
+    width, height = size
+    picture = Image.new("RGBA", (width, height), (40, 110, 190, 255))
+    draw = ImageDraw.Draw(picture)
+    draw.ellipse((width // 5, height // 6, width // 2, height * 5 // 6), fill=(240, 200, 50, 255))
+    x, y, w, h = hole
+    draw.rectangle((x, y, x + w - 1, y + h - 1), fill=(200, 60, 60, 0))
+    picture.save(directory / name)
+    return name
+
+
+# Each editing workflow, set up for a fast run: (picture size, settings by role, expected size of the saved picture)
+EDITING_WORKFLOWS = {
+    "ip2p_masked.json": ((64, 48), {"grow_mask": {"expand": 2}}, (64, 48)),
+    "ip2p_paste_back.json": ((64, 48), {"paste": {"resize": "keep", "resolution": 64}}, (64, 48)),
+    "ip2p_crop_stitch.json": ((160, 120), {"crop": {"resolution": 128}, "encode": {"resize": "original", "resolution": 128}},
+                              (160, 120)),
+    "ip2p_sweep.json": ((64, 48), {"sweep": {"steps": 1, "text_cfg_values": "5", "image_cfg_values": "1, 1.5"}}, None),
+    "ip2p_batch.json": ((64, 48), {"instructions": {"instructions": "make it snowy\nturn it red"}}, (64, 48)),
+    "ip2p_iterative.json": ((64, 48), {"edit2": {"steps": 1}}, (64, 48)),
+}
+
+
+@pytest.mark.floor
+@pytest.mark.parametrize("workflow", sorted(EDITING_WORKFLOWS))
+def test_editing_workflows_run(host, ip2p_ckpt, workflow):
+    size, settings, saved_size = EDITING_WORKFLOWS[workflow]
+    picture = rgba_picture(host.input_dir, f"masked_{size[0]}x{size[1]}.png", size, (size[0] // 4, size[1] // 4, 24, 20))
+    api = small_edit_prompt(host.all_object_info(), ip2p_ckpt.name, picture, steps=1, workflow=WORKFLOWS / workflow)
+    for role, values in settings.items():
+        for name, value in values.items():
+            api.set(role, name, value)
+    result = host.run(api.prompt)
+    assert result.success, result.error_text()
+    files = host.output_files(result)
+    assert files
+    with Image.open(files[-1]) as saved:
+        if saved_size is not None:
+            assert saved.size == saved_size
+    if workflow == "ip2p_batch.json":
+        assert len(result.outputs[api.roles["save"]]["images"]) == 2

@@ -2,6 +2,8 @@
 plan, progress over the whole sweep, cancelling, bad value lists."""
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from PIL import Image
 
@@ -10,6 +12,14 @@ from helpers import (
 )
 from ipx2p_core.sweep import display_cell_size, grid_layout, random_grid_shape, random_guidance
 from test_nodes_graph import counting, encode_text, pixels
+
+
+def screenshot_dir(host_name: str):
+    from ipx2p_tools.layout import ARTIFACTS_DIR
+
+    directory = ARTIFACTS_DIR / "screenshots" / host_name
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
 
 
 def sweep_node(g, loader, positive, negative, encoded, text="5, 7.5", image="1, 1.5", mode="grid", count=3, seed=2,
@@ -25,7 +35,7 @@ def picture(host):
 
 
 @pytest.mark.floor
-def test_sweep_cells_equal_single_edits_and_the_grid_is_laid_out(host, ip2p_ckpt, picture):
+def test_sweep_cells_equal_single_edits_and_the_grid_is_laid_out(host, host_name, ip2p_ckpt, picture):
     g = Graph()
     loader, positive, negative, encoded = encode_graph(g, ip2p_ckpt.name, picture)
     sweep = sweep_node(g, loader, positive, negative, encoded)
@@ -43,7 +53,9 @@ def test_sweep_cells_equal_single_edits_and_the_grid_is_laid_out(host, ip2p_ckpt
     assert relative_l2(latents[0:1], latents[3:4]) > 1e-3  # the cells do differ
     assert len(result.outputs[images]["images"]) == 4
     info = result.outputs[grid]["images"][0]
-    with Image.open(host.output_dir / info["subfolder"] / info["filename"]) as picture_file:
+    grid_file = host.output_dir / info["subfolder"] / info["filename"]
+    shutil.copy(grid_file, screenshot_dir(host_name) / "ip2p_sweep_grid_demo_weights.png")  # the README's picture
+    with Image.open(grid_file) as picture_file:
         layout = grid_layout(2, 2, *display_cell_size(64, 48))
         assert picture_file.size == (layout.width, layout.height)
         # cell (row 1, column 0) holds the decoded (7.5, 1) cell, scaled up; the margins hold labels
