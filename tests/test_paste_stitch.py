@@ -101,7 +101,6 @@ def test_paste_back_refuses_an_edit_of_another_fit(host):
     assert "IPX2P_PasteBack: input 'edited' is 80x40 px" in error and "64x64" in error and "Fix:" in error
 
 
-@pytest.mark.floor
 def test_crop_edit_stitch(host, ip2p_ckpt):
     picture = write_png(host, "stitch_picture.png", photo_like(300, 400, 7))
     g = Graph()

@@ -29,19 +29,19 @@ def square_picture(host):
 def test_masks_in_edit_and_guider(host, ip2p_ckpt, square_picture):
     g = Graph()
     loader, positive, negative, encoded = encode_graph(g, ip2p_ckpt.name, square_picture)
-    plain = save_latent(g, edit_node(g, loader, positive, negative, encoded))
+    plain = save_latent(g, edit_node(g, loader, positive, negative, encoded, steps=2))
     # a mask of all ones, at another size than the picture
     ones = g.add("SolidMask", value=1.0, width=100, height=100)
-    all_ones = save_latent(g, edit_node(g, loader, positive, negative, encoded, mask=ones))
+    all_ones = save_latent(g, edit_node(g, loader, positive, negative, encoded, steps=2, mask=ones))
     box = rect_mask(g, 64, 64, *MASK_BOX)
-    masked = save_latent(g, edit_node(g, loader, positive, negative, encoded, mask=box))
+    masked = save_latent(g, edit_node(g, loader, positive, negative, encoded, steps=2, mask=box))
     # the same through the Guider and SamplerCustomAdvanced, sampling into the Conditioning node's latent
     conds = g.add("IPX2P_Conditioning", positive=(positive, 0), negative=(negative, 0), edit_latent=(encoded, 0))
     guider = g.add("IPX2P_Guider", model=(loader, 0), positive=(positive, 0), negative=(negative, 0),
                    edit_latent=(encoded, 0), text_cfg=7.5, image_cfg=1.5, mask=(box, 0))
     sampled = g.add("SamplerCustomAdvanced", noise=(g.add("RandomNoise", noise_seed=1), 0), guider=(guider, 0),
                     sampler=(g.add("KSamplerSelect", sampler_name="euler"), 0),
-                    sigmas=(g.add("BasicScheduler", model=(loader, 0), scheduler="normal", steps=3, denoise=1.0), 0),
+                    sigmas=(g.add("BasicScheduler", model=(loader, 0), scheduler="normal", steps=2, denoise=1.0), 0),
                     latent_image=(conds, 3))
     guided = save_latent(g, sampled)
     source = save_latent(g, encoded)
