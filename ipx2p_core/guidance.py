@@ -22,6 +22,14 @@ patches that tell cond from uncond) the result is split as
 where the anchor a is i when i is evaluated, else u (or c alone): the bracket is an ordinary CFG
 step from the anchor ("uncond") to c ("cond") at scale s_T, and the second term, present only
 when all three branches run, is the extra image guidance. It equals the formula in every plan.
+
+InstructDiffusion (Geng et al. 2023) guides with another triple:
+    c = eps(z, image, instruction), i = eps(z, image, empty text), t = eps(z, zero image, instruction)
+    result = 0.5 (i + t) + s_T (c - i) + s_I (c - t)
+i.e. coefficients (s_T + s_I, 0.5 - s_T, 0.5 - s_I) on (c, i, t), again summing to 1. Split for
+hooks the same way, with the anchor a = i:
+    result = [i + s_T (c - i)] + [0.5 (t - i) + s_I (c - t)]
+All three branches always run (no identity is used for it).
 """
 from __future__ import annotations
 
@@ -31,8 +39,13 @@ from typing import Union
 
 import torch
 
-TEXT_IMAGE, IMAGE_ONLY, UNCOND = "text_image", "image_only", "uncond"
+TEXT_IMAGE, IMAGE_ONLY, UNCOND, TEXT_ONLY = "text_image", "image_only", "uncond", "text_only"
 BRANCHES = (TEXT_IMAGE, IMAGE_ONLY, UNCOND)
+INSTRUCTPIX2PIX, INSTRUCTDIFFUSION = "instructpix2pix", "instructdiffusion"
+FORMULAS = (INSTRUCTPIX2PIX, INSTRUCTDIFFUSION)
+FORMULA_BRANCHES = {INSTRUCTPIX2PIX: BRANCHES, INSTRUCTDIFFUSION: (TEXT_IMAGE, IMAGE_ONLY, TEXT_ONLY)}
+# Branches that carry the instruction: what patches that tell cond from uncond see as cond.
+TEXT_BRANCHES = (TEXT_IMAGE, TEXT_ONLY)
 
 
 Scale = Union[float, tuple[float, ...]]
@@ -70,10 +83,14 @@ class GuidancePlan:
     branches: tuple[str, ...]
     text_cfg: Scale
     image_cfg: Scale
+    formula: str = INSTRUCTPIX2PIX
 
     @property
     def weights(self) -> tuple[Scale, ...]:
         """The coefficient of each planned branch in the result (they sum to 1)."""
+        if self.formula == INSTRUCTDIFFUSION:
+            return (_minus(self.text_cfg, _minus(0.0, self.image_cfg)), _minus(0.5, self.text_cfg),
+                    _minus(0.5, self.image_cfg))
         if len(self.branches) == 1:
             return (1.0,)
         if len(self.branches) == 2:
@@ -91,7 +108,11 @@ class GuidancePlan:
         return anchor + (cond - anchor) * _as_factor(self.text_cfg, cond)
 
     def image_correction(self, predictions: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        """(s_I - 1)(i - u) when all three branches run, else None (it is zero)."""
+        """What the formula adds to the bracket: (s_I - 1)(i - u) when all three InstructPix2Pix
+        branches run (else None: it is zero); for InstructDiffusion 0.5 (t - i) + s_I (c - t)."""
+        if self.formula == INSTRUCTDIFFUSION:
+            cond, image_only, text_only = (predictions[b] for b in (TEXT_IMAGE, IMAGE_ONLY, TEXT_ONLY))
+            return (text_only - image_only) * 0.5 + (cond - text_only) * _as_factor(self.image_cfg, cond)
         if len(self.branches) < 3 or _all_close(self.image_cfg, 1.0):
             return None
         difference = predictions[IMAGE_ONLY] - predictions[UNCOND]
@@ -114,24 +135,44 @@ def _branches_for(text_cfg: float, image_cfg: float) -> tuple[str, ...]:
     return BRANCHES
 
 
-def plan_guidance(text_cfg: Scale, image_cfg: Scale, skip_branches: bool = True) -> GuidancePlan:
+def _pair(text_cfg: Scale, image_cfg: Scale) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    size = max(len(v) for v in (text_cfg, image_cfg) if isinstance(v, tuple))
+    texts = tuple(float(v) for v in text_cfg) if isinstance(text_cfg, tuple) else (float(text_cfg),) * size
+    images = tuple(float(v) for v in image_cfg) if isinstance(image_cfg, tuple) else (float(image_cfg),) * size
+    if len(texts) != len(images):
+        raise ValueError(f"per-item scales need one text and one image value per item, got {len(texts)} and {len(images)}")
+    return texts, images
+
+
+def plan_guidance(text_cfg: Scale, image_cfg: Scale, skip_branches: bool = True,
+                  formula: str = INSTRUCTPIX2PIX) -> GuidancePlan:
     """The cheapest set of branches that gives exactly u + s_T (c - i) + s_I (i - u).
 
     With skip_branches=False all three are always evaluated (for checks and for patches that
     must see every branch). With per-item scales (tuples) the plan is one that fits every item:
-    the identity all items share, else all three branches.
+    the identity all items share, else all three branches. formula "instructdiffusion" always
+    plans its three branches (c, i, t).
     """
+    if formula not in FORMULAS:
+        raise ValueError(f"formula must be one of {', '.join(FORMULAS)}, got {formula!r}")
+    if formula == INSTRUCTDIFFUSION:
+        if isinstance(text_cfg, tuple) or isinstance(image_cfg, tuple):
+            texts, images = _pair(text_cfg, image_cfg)
+            return GuidancePlan(FORMULA_BRANCHES[formula], texts, images, formula)
+        return GuidancePlan(FORMULA_BRANCHES[formula], float(text_cfg), float(image_cfg), formula)
     if isinstance(text_cfg, tuple) or isinstance(image_cfg, tuple):
-        size = max(len(v) for v in (text_cfg, image_cfg) if isinstance(v, tuple))
-        texts = tuple(float(v) for v in text_cfg) if isinstance(text_cfg, tuple) else (float(text_cfg),) * size
-        images = tuple(float(v) for v in image_cfg) if isinstance(image_cfg, tuple) else (float(image_cfg),) * size
-        if len(texts) != len(images):
-            raise ValueError(f"per-item scales need one text and one image value per item, got {len(texts)} and {len(images)}")
+        texts, images = _pair(text_cfg, image_cfg)
         kinds = {_branches_for(t, i) for t, i in zip(texts, images)}
         branches = kinds.pop() if skip_branches and len(kinds) == 1 else BRANCHES
         return GuidancePlan(branches, texts, images)
     text_cfg, image_cfg = float(text_cfg), float(image_cfg)
     return GuidancePlan(_branches_for(text_cfg, image_cfg) if skip_branches else BRANCHES, text_cfg, image_cfg)
+
+
+def instructdiffusion_cfg(text_image: torch.Tensor, image_only: torch.Tensor, text_only: torch.Tensor, text_cfg: float,
+                          image_cfg: float) -> torch.Tensor:
+    """InstructDiffusion's formula, written as its authors write it (reference for tests)."""
+    return 0.5 * (image_only + text_only) + text_cfg * (text_image - image_only) + image_cfg * (text_image - text_only)
 
 
 def dual_cfg(

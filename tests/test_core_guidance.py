@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from ipx2p_core.guidance import (
-    BRANCHES, IMAGE_ONLY, TEXT_IMAGE, UNCOND, dual_cfg, edit_batch_size, plan_guidance,
+    BRANCHES, IMAGE_ONLY, INSTRUCTDIFFUSION, TEXT_IMAGE, TEXT_ONLY, UNCOND, dual_cfg, edit_batch_size,
+    instructdiffusion_cfg, plan_guidance,
 )
 
 SCALES = [0.0, 0.5, 1.0, 1.5, 2.5, 7.5, 12.0]
@@ -83,3 +84,33 @@ def test_edit_batch_sizes(text, image, batch):
 def test_mismatched_batches_name_both_sizes():
     with pytest.raises(ValueError, match="batch 2 and the image has batch 3"):
         edit_batch_size(2, 3, who="IPX2P_Guider")
+
+
+@pytest.mark.parametrize(("text_cfg", "image_cfg"), [(5.0, 1.25), (1.0, 1.0), (0.5, 0.5), (7.5, 0.0)])
+def test_instructdiffusion_plan_equals_its_formula(text_cfg, image_cfg):
+    generator = torch.Generator().manual_seed(5)
+    preds = {b: torch.randn((2, 4, 8, 8), generator=generator, dtype=torch.float64) for b in (TEXT_IMAGE, IMAGE_ONLY, TEXT_ONLY)}
+    plan = plan_guidance(text_cfg, image_cfg, formula=INSTRUCTDIFFUSION)
+    assert plan.branches == (TEXT_IMAGE, IMAGE_ONLY, TEXT_ONLY)
+    expected = instructdiffusion_cfg(preds[TEXT_IMAGE], preds[IMAGE_ONLY], preds[TEXT_ONLY], text_cfg, image_cfg)
+    torch.testing.assert_close(plan.combine(preds), expected, rtol=1e-12, atol=1e-12)
+    weighted = sum(w * preds[b] for b, w in zip(plan.branches, plan.weights))
+    torch.testing.assert_close(weighted, expected, rtol=1e-12, atol=1e-12)
+    assert sum(plan.weights) == pytest.approx(1.0)
+    # and it is not InstructPix2Pix's formula with the same scales
+    assert not torch.allclose(expected, dual_cfg(preds[TEXT_IMAGE], preds[IMAGE_ONLY], preds[TEXT_ONLY], text_cfg, image_cfg))
+
+
+def test_instructdiffusion_per_item_scales():
+    generator = torch.Generator().manual_seed(6)
+    preds = {b: torch.randn((2, 4, 4, 4), generator=generator, dtype=torch.float64) for b in (TEXT_IMAGE, IMAGE_ONLY, TEXT_ONLY)}
+    plan = plan_guidance((5.0, 3.0), (1.25, 2.0), formula=INSTRUCTDIFFUSION)
+    out = plan.combine(preds)
+    for index, (t, i) in enumerate([(5.0, 1.25), (3.0, 2.0)]):
+        one = {b: p[index:index + 1] for b, p in preds.items()}
+        torch.testing.assert_close(out[index:index + 1], instructdiffusion_cfg(*one.values(), t, i), rtol=1e-12, atol=1e-12)
+
+
+def test_unknown_formula_is_refused():
+    with pytest.raises(ValueError, match="formula must be one of"):
+        plan_guidance(7.5, 1.5, formula="magic")
