@@ -52,11 +52,14 @@ def write_safetensors(
     entries: Iterable[tuple[str, tuple[int, ...], torch.dtype]],
     make_tensor: Callable[[str, tuple[int, ...]], torch.Tensor],
     metadata: dict[str, str] | None = None,
+    sparse: bool = False,
 ) -> None:
     """Stream tensors into a safetensors file without holding them all in memory.
 
     entries: (key, shape, dtype) in file order; make_tensor(key, shape) returns each tensor
-    (cast to its dtype here). Written to `path + ".partial"` and renamed when complete.
+    (cast to its dtype here). Written to `path + ".partial"` and renamed when complete. sparse:
+    write the header only and leave the data a hole of zeros (a file of the true layout and size
+    that takes no disk, for tests that read only the header).
     """
     entries = list(entries)
     header: dict[str, object] = {}
@@ -75,6 +78,9 @@ def write_safetensors(
     with partial.open("wb") as out:
         out.write(struct.pack("<Q", len(header_bytes)))
         out.write(header_bytes)
+        if sparse:
+            out.truncate(8 + len(header_bytes) + offset)
+            entries = []
         for key, shape, dtype in entries:
             tensor = make_tensor(key, shape).to(dtype).contiguous()
             if tuple(tensor.shape) != tuple(shape):
@@ -90,6 +96,8 @@ def write_random_checkpoint(
     dtype: torch.dtype = torch.float16,
     with_ema: bool = False,
     description: str = "",
+    extra: dict[str, float] | None = None,
+    sparse: bool = False,
 ) -> None:
     """A random-weight checkpoint of `layout`. with_ema adds LDM-style `model_ema.*` copies of the
     UNet weights (drawn with another seed, so EMA and non-EMA weights differ) as the official
@@ -103,8 +111,12 @@ def write_random_checkpoint(
                 entries.append((ema_name(key), shape, dtype))
         entries.append(("model_ema.decay", (), torch.float32))
         entries.append(("model_ema.num_updates", (), torch.int64))
+    extra = extra or {}
+    entries += [(key, (), torch.float32) for key in extra]
 
     def make(key: str, shape: tuple[int, ...]) -> torch.Tensor:
+        if key in extra:
+            return torch.tensor(extra[key], dtype=torch.float32)
         if key == "model_ema.decay":
             return torch.tensor(0.9999)
         if key == "model_ema.num_updates":
@@ -124,4 +136,9 @@ def write_random_checkpoint(
     }
     # One metadata key: safetensors libraries order several keys arbitrarily, this keeps files
     # byte-identical run to run.
-    write_safetensors(path, entries, make, metadata={"ipx2p_synthetic": json.dumps(info, sort_keys=True)})
+    write_safetensors(path, entries, make, metadata={"ipx2p_synthetic": json.dumps(info, sort_keys=True)}, sparse=sparse)
+
+
+def random_state_dict(layout: Layout, seed: int, dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
+    """The tensors write_random_checkpoint would write for `layout` and `seed`, in memory."""
+    return {key: random_tensor(key, shape, seed).to(dtype) for key, shape in layout}

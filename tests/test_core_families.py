@@ -1,0 +1,87 @@
+"""The family table without the host: detection from tensor names and shapes, refusals, info."""
+from __future__ import annotations
+
+import pytest
+
+from ipx2p_core import layouts, sd15_layout
+from ipx2p_core.families import FAMILIES, UnsupportedModel, detect_family, info_text, unet_facts
+
+
+def shapes(layout, extra=()):
+    table = {key: shape for key, shape in layout}
+    table.update({key: () for key in extra})
+    return table
+
+
+@pytest.mark.parametrize(("layout", "extra", "family"), [
+    (sd15_layout.sd15_checkpoint_layout(8), (), "sd15_ip2p"),
+    (layouts.sd21_checkpoint_layout(8), (), "sd21_ip2p"),
+    (layouts.sdxl_checkpoint_layout(8), (), "sdxl_ip2p"),
+    (layouts.sdxl_checkpoint_layout(8), tuple(layouts.COSXL_EDM_KEYS), "cosxl_edit"),
+])
+def test_families_are_detected_from_names_and_shapes(layout, extra, family):
+    facts = unet_facts(shapes(layout, extra))
+    assert facts is not None and facts.layout == "ldm" and facts.in_channels == 8
+    assert detect_family(facts).key == family
+
+
+@pytest.mark.parametrize(("layout", "words"), [
+    (sd15_layout.sd15_checkpoint_layout(4), ["text-to-image SD1.5 UNet", "Make Any SD1.5 Model Editable"]),
+    (layouts.sd21_checkpoint_layout(4), ["text-to-image SD2.x UNet", "cross-attention width 1024"]),
+    (layouts.sdxl_checkpoint_layout(4), ["text-to-image SDXL UNet", "CosXL Edit"]),
+    (sd15_layout.vae_layout(), ["no Stable Diffusion UNet"]),
+])
+def test_other_models_are_refused_with_what_they_are_and_the_fix(layout, words):
+    with pytest.raises(UnsupportedModel) as caught:
+        detect_family(unet_facts(shapes(layout)))
+    message = str(caught.value)
+    assert all(word in message for word in words) and "Fix:" in message
+
+
+def test_a_9_channel_inpainting_model_is_refused():
+    table = shapes(sd15_layout.sd15_checkpoint_layout(8))
+    table["model.diffusion_model.input_blocks.0.0.weight"] = (320, 9, 3, 3)
+    with pytest.raises(UnsupportedModel, match="inpainting SD1.5 UNet"):
+        detect_family(unet_facts(table))
+
+
+def test_diffusers_unet_keys_are_read_too():
+    diffusers_sdxl = {
+        "conv_in.weight": (320, 8, 3, 3),
+        "down_blocks.1.attentions.0.proj_in.weight": (640, 640),
+        "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight": (640, 2048),
+        "add_embedding.linear_1.weight": (1280, 2816),
+    }
+    facts = unet_facts(diffusers_sdxl)
+    assert facts is not None and facts.layout == "diffusers" and detect_family(facts).key == "sdxl_ip2p"
+    diffusers_sd15 = {
+        "conv_in.weight": (320, 8, 3, 3),
+        "down_blocks.0.attentions.0.proj_in.weight": (320, 320, 1, 1),
+        "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight": (320, 768),
+    }
+    assert detect_family(unet_facts(diffusers_sd15)).key == "sd15_ip2p"
+
+
+def test_every_family_has_settings_a_source_and_an_info_text():
+    for family in FAMILIES:
+        assert family.presets and all(preset.source for preset in family.presets)
+        facts = unet_facts(shapes(layouts.sdxl_checkpoint_layout(8) if family.base == "SDXL" else
+                                  layouts.sd21_checkpoint_layout(8) if family.base == "SD2.x" else
+                                  sd15_layout.sd15_checkpoint_layout(8)))
+        text = info_text(family, facts, "EMA", "fp16", "eps")
+        assert family.name in text and f"text_cfg {family.recommended.text_cfg:g}" in text
+    sd15 = next(f for f in FAMILIES if f.key == "sd15_ip2p")
+    assert {p.model for p in sd15.presets} == {"InstructPix2Pix", "MagicBrush", "HIVE (SD1.5)", "InstructDiffusion"}
+    cosxl = next(f for f in FAMILIES if f.key == "cosxl_edit")
+    assert cosxl.image_latent_scale == 0.13025 and (cosxl.recommended.text_cfg, cosxl.recommended.image_cfg) == (5.0, 1.5)
+
+
+def test_layouts_have_the_published_sizes():
+    import math
+
+    def unet_params(layout):
+        return sum(math.prod(shape) for key, shape in layout if key.startswith(sd15_layout.UNET_PREFIX))
+
+    assert layouts.unet_layout(layouts.SD15_UNET) == sd15_layout.unet_layout(8)
+    assert round(unet_params(layouts.sd21_checkpoint_layout(4)) / 1e6) == 866  # SD2.x UNet, 865.9 M
+    assert round(unet_params(layouts.sdxl_checkpoint_layout(4)) / 1e6) == 2567  # SDXL UNet, 2567.5 M
