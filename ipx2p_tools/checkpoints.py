@@ -1,15 +1,22 @@
-"""Random-weight checkpoints of the true layouts, generated once into .cache/ckpt and reused."""
+"""Random-weight checkpoints of the true layouts, generated once into .cache/ckpt and reused.
+
+Single files (safetensors, streamed to disk), PyTorch Lightning pickles (.ckpt, as MagicBrush and
+HIVE publish them), sparse files (the true layout and size, zeros, no disk: for tests that read
+only the header) and diffusers pipeline folders (written by diffusers itself from a single file,
+so their naming is diffusers' own, not ours).
+"""
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ipx2p_core import sd15_layout
-from ipx2p_core.synthetic import GENERATOR_VERSION, write_random_checkpoint
+from ipx2p_core import layouts, sd15_layout
+from ipx2p_core.synthetic import GENERATOR_VERSION, random_state_dict, write_random_checkpoint
 from ipx2p_tools.layout import CACHE_DIR
 
 log = logging.getLogger(__name__)
@@ -24,19 +31,30 @@ class SyntheticCheckpoint:
     seed: int
     with_ema: bool = False
     dtype: torch.dtype = torch.float16
+    file_format: str = "safetensors"  # safetensors | ckpt | sparse
+    extra: tuple[tuple[str, float], ...] = ()
 
     def layout(self) -> sd15_layout.Layout:
-        if self.kind.startswith("ip2p"):
+        if self.kind in ("ip2p", "ip2p_fp32", "ip2p_ema", "magicbrush"):
             return sd15_layout.sd15_checkpoint_layout(unet_in_channels=8)
-        if self.kind == "sd15":
+        if self.kind in ("sd15", "sd15_b"):
             return sd15_layout.sd15_checkpoint_layout(unet_in_channels=4)
         if self.kind == "controlnet":
             return sd15_layout.controlnet_layout()
+        if self.kind == "hive_sd21":
+            return layouts.sd21_checkpoint_layout(unet_in_channels=8)
+        if self.kind == "sd21_base":
+            return layouts.sd21_checkpoint_layout(unet_in_channels=4)
+        if self.kind == "cosxl":
+            return layouts.sdxl_checkpoint_layout(unet_in_channels=8)
+        if self.kind == "sdxl_base":
+            return layouts.sdxl_checkpoint_layout(unet_in_channels=4)
         raise KeyError(self.kind)
 
     @property
     def filename(self) -> str:
-        return f"{self.kind}-g{GENERATOR_VERSION}-s{self.seed}.safetensors"
+        suffix = "ckpt" if self.file_format == "ckpt" else "safetensors"
+        return f"{self.kind}-g{GENERATOR_VERSION}-s{self.seed}.{suffix}"
 
 
 SYNTHETIC = {
@@ -47,7 +65,18 @@ SYNTHETIC = {
                             dtype=torch.float32),
         SyntheticCheckpoint("ip2p_ema", "SD1.5 InstructPix2Pix with LDM model_ema.* weights", seed=1, with_ema=True),
         SyntheticCheckpoint("sd15", "plain SD1.5 (4-channel UNet), CLIP-L, VAE", seed=2),
+        SyntheticCheckpoint("sd15_b", "another plain SD1.5 (a base for Make Editable)", seed=5),
         SyntheticCheckpoint("controlnet", "SD1.5 ControlNet 1.x", seed=3),
+        # MagicBrush: an InstructPix2Pix fine-tune, published as a PyTorch Lightning pickle. Same
+        # values as "ip2p", so the two files can be compared tensor by tensor.
+        SyntheticCheckpoint("magicbrush", "SD1.5 InstructPix2Pix as a Lightning .ckpt (MagicBrush's format)", seed=1,
+                            file_format="ckpt"),
+        SyntheticCheckpoint("hive_sd21", "SD2.1-base with an 8-channel UNet, OpenCLIP-H, VAE, as a Lightning .ckpt (HIVE)",
+                            seed=8, file_format="ckpt"),
+        SyntheticCheckpoint("sd21_base", "plain SD2.1 (4-channel UNet), header only", seed=9, file_format="sparse"),
+        SyntheticCheckpoint("cosxl", "SDXL with an 8-channel UNet and EDM v-prediction markers (CosXL Edit's layout)",
+                            seed=7, extra=tuple(layouts.COSXL_EDM_KEYS.items())),
+        SyntheticCheckpoint("sdxl_base", "plain SDXL (4-channel UNet), header only", seed=10, file_format="sparse"),
     )
 }
 
@@ -60,9 +89,71 @@ def ensure_synthetic(kind: str, directory: Path | None = None) -> Path:
     path = directory / spec.filename
     if not path.exists():
         started = time.monotonic()
-        write_random_checkpoint(path, spec.layout(), spec.seed, spec.dtype, spec.with_ema, spec.description)
+        if spec.file_format == "ckpt":
+            write_lightning_checkpoint(path, spec)
+        else:
+            write_random_checkpoint(path, spec.layout(), spec.seed, spec.dtype, spec.with_ema, spec.description,
+                                    extra=dict(spec.extra), sparse=spec.file_format == "sparse")
         log.info("generated %s (%s) in %.1f s", path.name, spec.description, time.monotonic() - started)
     return path
+
+
+def write_lightning_checkpoint(path: Path, spec: SyntheticCheckpoint) -> None:
+    """A .ckpt as PyTorch Lightning writes one: the weights under "state_dict" beside training
+    bookkeeping (plain numbers and strings, which the host's weights-only loader accepts)."""
+    checkpoint = {
+        "epoch": 52,
+        "global_step": 4999,
+        "pytorch-lightning_version": "1.6.5",
+        "state_dict": random_state_dict(spec.layout(), spec.seed, spec.dtype),
+    }
+    partial = path.with_name(path.name + ".partial")
+    torch.save(checkpoint, partial)
+    partial.replace(path)
+
+
+# -- diffusers pipeline folders ----------------------------------------------------------------------------
+DIFFUSERS = {"sd15_ip2p": "ip2p", "sdxl_ip2p": "cosxl"}  # folder kind -> the single file it is made from
+
+
+def ensure_diffusers(kind: str, directory: Path | None = None) -> Path:
+    """A diffusers pipeline folder with the same weights as the single file DIFFUSERS[kind] (its
+    EMA-less weights), written by diffusers' own single-file conversion and save_pretrained."""
+    from ipx2p_tools import peer_diffusers
+    from ipx2p_tools.layout import selected_host
+
+    directory = directory or CACHE_DIR / "diffusers"
+    source = ensure_synthetic(DIFFUSERS[kind])
+    target = directory / f"{kind}-g{GENERATOR_VERSION}"
+    if (target / "model_index.json").exists():
+        return target
+    started = time.monotonic()
+    scratch = directory / f".{target.name}.partial"
+    shutil.rmtree(scratch, ignore_errors=True)
+    _, host_tree = selected_host()
+    configs = directory / f".{kind}-configs"
+    if kind == "sd15_ip2p":
+        pipe = peer_diffusers.load_pipeline(source, peer_diffusers.write_config_folder(configs, host_tree), torch.float16)
+    else:
+        pipe = peer_diffusers.load_sdxl_pipeline(source, peer_diffusers.write_sdxl_config_folder(configs, host_tree),
+                                                 torch.float16)
+    pipe.save_pretrained(str(scratch), safe_serialization=True)
+    del pipe
+    shutil.rmtree(configs, ignore_errors=True)
+    scratch.replace(target)
+    log.info("wrote the diffusers folder %s in %.1f s", target.name, time.monotonic() - started)
+    return target
+
+
+def unet_only_folder(source: Path, directory: Path) -> Path:
+    """A folder holding just a diffusers UNet (a link to `source`'s), as people download one."""
+    target = directory / f"{source.name}-unet-only"
+    (target / "unet").mkdir(parents=True, exist_ok=True)
+    for item in (source / "unet").iterdir():
+        link = target / "unet" / item.name
+        if not link.exists():
+            link.symlink_to(item.resolve())
+    return target
 
 
 def link_into(source: Path, directory: Path, name: str) -> Path:

@@ -131,13 +131,95 @@ def write_config_folder(folder: Path, host_tree: Path) -> Path:
     return folder
 
 
-def load_pipeline(checkpoint: Path, config_folder: Path):
-    """The fp32 diffusers IP2P pipeline from the single-file checkpoint, offline."""
+def load_pipeline(checkpoint: Path, config_folder: Path, dtype: torch.dtype = torch.float32):
+    """The diffusers IP2P pipeline (fp32 by default) from the single-file checkpoint, offline."""
     from diffusers import StableDiffusionInstructPix2PixPipeline
 
     pipe = StableDiffusionInstructPix2PixPipeline.from_single_file(
         str(checkpoint), config=str(config_folder), local_files_only=True, safety_checker=None,
-        requires_safety_checker=False, torch_dtype=torch.float32,
+        requires_safety_checker=False, torch_dtype=dtype,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# -- SDXL-InstructPix2Pix (diffusers/sdxl-instructpix2pix-768's component configs) ----------------------------
+SDXL_UNET_CONFIG = {
+    "_class_name": "UNet2DConditionModel",
+    "act_fn": "silu",
+    "addition_embed_type": "text_time",
+    "addition_embed_type_num_heads": 64,
+    "addition_time_embed_dim": 256,
+    "attention_head_dim": [5, 10, 20],
+    "block_out_channels": [320, 640, 1280],
+    "center_input_sample": False,
+    "cross_attention_dim": 2048,
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    "downsample_padding": 1,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "in_channels": 8,
+    "layers_per_block": 2,
+    "mid_block_scale_factor": 1,
+    "norm_eps": 1e-05,
+    "norm_num_groups": 32,
+    "out_channels": 4,
+    "projection_class_embeddings_input_dim": 2816,
+    "sample_size": 96,
+    "transformer_layers_per_block": [1, 2, 10],
+    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    "use_linear_projection": True,
+}
+SDXL_VAE_CONFIG = {**VAE_CONFIG, "scaling_factor": 0.13025, "force_upcast": True, "sample_size": 1024}
+SDXL_TEXT_ENCODER_2_CONFIG = {
+    **TEXT_ENCODER_CONFIG,
+    "architectures": ["CLIPTextModelWithProjection"],
+    "hidden_act": "gelu",
+    "hidden_size": 1280,
+    "intermediate_size": 5120,
+    "num_attention_heads": 20,
+    "num_hidden_layers": 32,
+    "projection_dim": 1280,
+}
+SDXL_SCHEDULER_CONFIG = {**SCHEDULER_CONFIG, "timestep_spacing": "leading"}
+SDXL_MODEL_INDEX = {
+    "_class_name": "StableDiffusionXLInstructPix2PixPipeline",
+    "force_zeros_for_empty_prompt": True,
+    "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+    "text_encoder": ["transformers", "CLIPTextModel"],
+    "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+    "tokenizer": ["transformers", "CLIPTokenizer"],
+    "tokenizer_2": ["transformers", "CLIPTokenizer"],
+    "unet": ["diffusers", "UNet2DConditionModel"],
+    "vae": ["diffusers", "AutoencoderKL"],
+}
+
+
+def write_sdxl_config_folder(folder: Path, host_tree: Path) -> Path:
+    """An SDXL-InstructPix2Pix pipeline folder without weights (for from_single_file(config=...))."""
+    write_config_folder(folder, host_tree)
+    for name, config in (("unet", SDXL_UNET_CONFIG), ("vae", SDXL_VAE_CONFIG), ("text_encoder_2", SDXL_TEXT_ENCODER_2_CONFIG)):
+        (folder / name).mkdir(exist_ok=True)
+        (folder / name / "config.json").write_text(json.dumps(config, indent=1))
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(SDXL_SCHEDULER_CONFIG, indent=1))
+    (folder / "model_index.json").write_text(json.dumps(SDXL_MODEL_INDEX, indent=1))
+    shutil.copytree(folder / "tokenizer", folder / "tokenizer_2", dirs_exist_ok=True)
+    # SDXL's second tokenizer pads with "!" (token 0), as OpenCLIP does.
+    settings = json.loads((folder / "tokenizer_2" / "tokenizer_config.json").read_text())
+    settings["pad_token"] = "!"
+    (folder / "tokenizer_2" / "tokenizer_config.json").write_text(json.dumps(settings, indent=1))
+    special = json.loads((folder / "tokenizer_2" / "special_tokens_map.json").read_text())
+    special["pad_token"] = "!"
+    (folder / "tokenizer_2" / "special_tokens_map.json").write_text(json.dumps(special, indent=1))
+    return folder
+
+
+def load_sdxl_pipeline(checkpoint: Path, config_folder: Path, dtype: torch.dtype = torch.float32):
+    """diffusers' StableDiffusionXLInstructPix2PixPipeline from an SDXL single file, offline."""
+    from diffusers import StableDiffusionXLInstructPix2PixPipeline
+
+    pipe = StableDiffusionXLInstructPix2PixPipeline.from_single_file(
+        str(checkpoint), config=str(config_folder), local_files_only=True, torch_dtype=dtype,
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe

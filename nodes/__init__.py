@@ -5,14 +5,15 @@ from ._comfy import ComfyExtension, io
 from .encode import Conditioning, EncodeImage
 from .guider import Edit, Guider
 from .instructions import EncodeInstructions
-from .loader import CheckpointLoader
+from .loader import CheckpointLoader, DiffusersLoader
+from .merge import MakeEditable
 from .regions import CropForEdit, PasteBack, StitchEdit
 from .sweep import GuidanceSweep
 
 # Order is the order in the node menu. Node ids are a contract (saved workflows store them).
 NODES: list[type[io.ComfyNode]] = [
-    CheckpointLoader, EncodeImage, Conditioning, Guider, Edit, EncodeInstructions, GuidanceSweep, CropForEdit, StitchEdit,
-    PasteBack,
+    CheckpointLoader, DiffusersLoader, EncodeImage, Conditioning, Guider, Edit, EncodeInstructions, GuidanceSweep,
+    CropForEdit, StitchEdit, PasteBack, MakeEditable,
 ]
 
 

@@ -14,9 +14,12 @@ import latent_preview
 import torch
 from comfy.cli_args import args
 
-from ..ipx2p_core.guidance import IMAGE_ONLY, TEXT_IMAGE, UNCOND, Scale, plan_guidance
+from ..ipx2p_core.guidance import (
+    FORMULAS, IMAGE_ONLY, INSTRUCTDIFFUSION, INSTRUCTPIX2PIX, TEXT_BRANCHES, TEXT_IMAGE, TEXT_ONLY, UNCOND, Scale,
+    plan_guidance,
+)
 from ._comfy import io
-from .common import as_mask, edit_conditionings, edit_mask, input_error, require_ip2p_model
+from .common import as_mask, edit_conditionings, edit_mask, input_error, require_ip2p_model, with_image
 from .sampling import NOISE_MODES, initial_noise, sampler_for
 
 GUIDER = "IPX2P_Guider"
@@ -25,7 +28,7 @@ EDIT = "IPX2P_Edit"
 # Branch -> key in the guider's conds. "positive"/"negative" are the keys the host and other packs
 # treat as cond/uncond (area handling, conditioning hooks); the image-only branch is a negative-type
 # prompt, as in core's DualCFGGuider.
-COND_KEYS = {TEXT_IMAGE: "positive", IMAGE_ONLY: "image_only", UNCOND: "negative"}
+COND_KEYS = {TEXT_IMAGE: "positive", IMAGE_ONLY: "image_only", UNCOND: "negative", TEXT_ONLY: "text_only"}
 
 
 def _exact_sdpa(func: Any, *args: Any, **kwargs: Any) -> Any:
@@ -54,20 +57,26 @@ def attention_options(model: Any) -> dict[str, Any]:
 BRANCH_LABELS_KEY = "ipx2p_branch_labels"
 
 
-def label_branches(executor: Any, x: torch.Tensor, t: torch.Tensor, c_concat: Any = None, c_crossattn: Any = None,
-                   control: Any = None, transformer_options: dict = {}, **kwargs: Any) -> Any:
+class BranchLabels:
     """APPLY_MODEL wrapper: tell patches which batch chunks are cond (0) and uncond (1).
 
     The host fills transformer_options["cond_or_uncond"] with each chunk's index in the guider's
     list of conds; patches (IP-Adapter's attn2 replacement, SAG's attn1 capture, ...) read it with
-    CFGGuider's meaning, 0 = cond, 1 = uncond, and some fail on any other value. The pack lists
-    c first, so c is cond and the image-only and unconditional branches are uncond: an image
-    prompt then acts like part of the instruction and scales with text_cfg.
+    CFGGuider's meaning, 0 = cond, 1 = uncond, and some fail on any other value. Branches that
+    carry the instruction (c, and InstructDiffusion's t) are cond; the image-only and unconditional
+    branches are uncond: an image prompt then acts like part of the instruction.
     """
-    indices = transformer_options.get("cond_or_uncond")
-    if indices is not None:
-        transformer_options = {**transformer_options, "cond_or_uncond": [0 if index == 0 else 1 for index in indices]}
-    return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+
+    def __init__(self, cond_positions: frozenset[int]) -> None:
+        self.cond_positions = cond_positions
+
+    def __call__(self, executor: Any, x: torch.Tensor, t: torch.Tensor, c_concat: Any = None, c_crossattn: Any = None,
+                 control: Any = None, transformer_options: dict = {}, **kwargs: Any) -> Any:
+        indices = transformer_options.get("cond_or_uncond")
+        if indices is not None:
+            labels = [0 if index in self.cond_positions else 1 for index in indices]
+            transformer_options = {**transformer_options, "cond_or_uncond": labels}
+        return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
 
 
 class RegionRun:
@@ -95,14 +104,19 @@ class InstructPix2PixGuider(comfy.samplers.CFGGuider):
     uncond = the anchor, and a model option "disable_cfg1_optimization" makes every branch run.
     """
 
-    def __init__(self, model_patcher: Any, text_cfg: Scale, image_cfg: Scale) -> None:
-        model_patcher = model_patcher.clone()  # the caller's model is never changed
-        model_patcher.model_options.setdefault("transformer_options", {}).update(attention_options(model_patcher))
-        model_patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, BRANCH_LABELS_KEY, label_branches)
-        super().__init__(model_patcher)
+    def __init__(self, model_patcher: Any, text_cfg: Scale, image_cfg: Scale, formula: str = INSTRUCTPIX2PIX) -> None:
         self.text_cfg: Scale = text_cfg if isinstance(text_cfg, tuple) else float(text_cfg)
         self.image_cfg: Scale = image_cfg if isinstance(image_cfg, tuple) else float(image_cfg)
-        self.plan = plan_guidance(self.text_cfg, self.image_cfg)
+        self.formula = formula
+        self.plan = plan_guidance(self.text_cfg, self.image_cfg, formula=formula)
+        full = plan_guidance(self.text_cfg, self.image_cfg, skip_branches=False, formula=formula)
+        # conds are listed in plan order, so a branch's list index is its position in the plan
+        cond_positions = frozenset(i for i, branch in enumerate(full.branches) if branch in TEXT_BRANCHES)
+        model_patcher = model_patcher.clone()  # the caller's model is never changed
+        model_patcher.model_options.setdefault("transformer_options", {}).update(attention_options(model_patcher))
+        model_patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, BRANCH_LABELS_KEY,
+                                           BranchLabels(cond_positions))
+        super().__init__(model_patcher)
         self.cfg = self.text_cfg if isinstance(self.text_cfg, float) else 1.0  # what the host logs as "cfg"
         self.region_mask: torch.Tensor | None = None  # [1|B,1,h,w], 1 = edit here
         self.region_target: torch.Tensor | None = None  # the input image latent, unscaled [B,4,h,w]
@@ -120,9 +134,12 @@ class InstructPix2PixGuider(comfy.samplers.CFGGuider):
             return torch.tensor(self.text_cfg, dtype=like.dtype, device=like.device).view(-1, *([1] * (like.ndim - 1)))
         return self.text_cfg
 
-    def set_edit_conds(self, text_image: list, image_only: list, uncond: list) -> None:
+    def set_edit_conds(self, text_image: list, image_only: list, uncond: list, text_only: list | None = None) -> None:
         image_only = [[t, {**d, "prompt_type": "negative"}] for t, d in image_only]
-        self.inner_set_conds({"positive": text_image, "image_only": image_only, "negative": uncond})
+        conds = {"positive": text_image, "image_only": image_only, "negative": uncond}
+        if text_only is not None:
+            conds["text_only"] = [[t, {**d, "prompt_type": "positive"}] for t, d in text_only]
+        self.inner_set_conds(conds)
 
     def sample(self, noise: torch.Tensor, latent_image: torch.Tensor, sampler: Any, sigmas: torch.Tensor,
                denoise_mask: torch.Tensor | None = None, callback: Any = None, disable_pbar: bool = False,
@@ -180,7 +197,7 @@ class InstructPix2PixGuider(comfy.samplers.CFGGuider):
                       ) -> torch.Tensor:
         plan = self.plan
         if model_options.get("disable_cfg1_optimization", False) and len(plan.branches) < 3:
-            plan = plan_guidance(self.text_cfg, self.image_cfg, skip_branches=False)
+            plan = plan_guidance(self.text_cfg, self.image_cfg, skip_branches=False, formula=self.formula)
         conds = [self.conds.get(COND_KEYS[branch]) for branch in plan.branches]
         if "sampler_calc_cond_batch_function" in model_options:
             args = {"conds": conds, "input": x, "sigma": timestep, "model": self.inner_model, "model_options": model_options}
@@ -214,15 +231,20 @@ class InstructPix2PixGuider(comfy.samplers.CFGGuider):
 
 
 def build_guider(node: str, model: Any, positive: list, negative: list, edit_latent: dict,
-                 text_cfg: Scale, image_cfg: Scale, mask: Any = None) -> tuple[InstructPix2PixGuider, int]:
+                 text_cfg: Scale, image_cfg: Scale, mask: Any = None, formula: str = INSTRUCTPIX2PIX
+                 ) -> tuple[InstructPix2PixGuider, int]:
     """The pack's guider for an edit, with its region when a mask is given; also the edit's batch."""
     require_ip2p_model(node, model)
+    if formula not in FORMULAS:
+        raise input_error(node, "formula", f"is {formula!r}", f"one of {', '.join(FORMULAS)}",
+                          "choose instructpix2pix (InstructPix2Pix, MagicBrush, HIVE, CosXL ...) or instructdiffusion")
     text_image, image_only, uncond, batch = edit_conditionings(node, positive, negative, edit_latent)
     samples = edit_latent["samples"]
     if mask is None and isinstance(edit_latent.get("noise_mask"), torch.Tensor):
         mask = edit_latent["noise_mask"]  # core Set Latent Noise Mask on the edit latent, as KSampler honours it
-    guider = InstructPix2PixGuider(model, text_cfg, image_cfg)
-    guider.set_edit_conds(text_image, image_only, uncond)
+    guider = InstructPix2PixGuider(model, text_cfg, image_cfg, formula)
+    text_only = with_image(positive, torch.zeros_like(samples)) if formula == INSTRUCTDIFFUSION else None
+    guider.set_edit_conds(text_image, image_only, uncond, text_only)
     region = edit_mask(node, mask, batch, int(samples.shape[-2]), int(samples.shape[-1]))
     guider.set_region(region, samples)
     return guider, batch
@@ -251,8 +273,17 @@ NOISE_TOOLTIP = ("per item: item k of a batch gets the seed's k-th noise, as KSa
                  "every step, so each item equals its single edit with this seed: consistent variants, video frames.")
 
 
+FORMULA_TOOLTIP = ("instructpix2pix: u + text_cfg (c - i) + image_cfg (i - u), for InstructPix2Pix, MagicBrush, HIVE, "
+                   "SDXL-InstructPix2Pix and CosXL. instructdiffusion: 0.5 (i + t) + text_cfg (c - i) + image_cfg (c - t) "
+                   "with t = instruction and zero image (InstructDiffusion's; its defaults are 5.0 / 1.25).")
+
+
 def mask_input() -> Any:
     return io.Mask.Input("mask", optional=True, tooltip=MASK_TOOLTIP)
+
+
+def formula_input() -> Any:
+    return io.Combo.Input("formula", options=list(FORMULAS), default=INSTRUCTPIX2PIX, optional=True, tooltip=FORMULA_TOOLTIP)
 
 
 class Guider(io.ComfyNode):
@@ -271,14 +302,15 @@ class Guider(io.ComfyNode):
                 io.Float.Input("text_cfg", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01, tooltip=TEXT_CFG_TOOLTIP),
                 io.Float.Input("image_cfg", default=1.5, min=0.0, max=100.0, step=0.1, round=0.01, tooltip=IMAGE_CFG_TOOLTIP),
                 mask_input(),
+                formula_input(),
             ],
             outputs=[io.Guider.Output(tooltip="Connect to SamplerCustomAdvanced's guider.")],
         )
 
     @classmethod
     def execute(cls, model: Any, positive: list, negative: list, edit_latent: dict, text_cfg: float,
-                image_cfg: float, mask: torch.Tensor | None = None) -> io.NodeOutput:
-        guider, _ = build_guider(GUIDER, model, positive, negative, edit_latent, text_cfg, image_cfg, mask)
+                image_cfg: float, mask: torch.Tensor | None = None, formula: str = INSTRUCTPIX2PIX) -> io.NodeOutput:
+        guider, _ = build_guider(GUIDER, model, positive, negative, edit_latent, text_cfg, image_cfg, mask, formula)
         return io.NodeOutput(guider)
 
 
@@ -304,7 +336,7 @@ def item_of(conditioning: list, index: int, batch: int) -> list:
 def run_edit(node: str, model: Any, positive: list, negative: list, edit_latent: dict, *, seed: int, steps: int,
              text_cfg: Scale, image_cfg: Scale, sampler_name: str, scheduler: str, denoise: float,
              mask: torch.Tensor | None = None, noise_mode: str = "per item", batch: int | None = None,
-             callback: Any = None) -> torch.Tensor:
+             callback: Any = None, formula: str = INSTRUCTPIX2PIX) -> torch.Tensor:
     """Sample one edit (KSampler's way: sigmas, start, noise) and return the latent, unscaled.
 
     `batch` forces the batch (a sweep samples one image as many cells); `callback` replaces the
@@ -313,7 +345,7 @@ def run_edit(node: str, model: Any, positive: list, negative: list, edit_latent:
     if mask is None and isinstance(edit_latent.get("noise_mask"), torch.Tensor):
         mask = edit_latent["noise_mask"]
     mask = as_mask(node, mask) if mask is not None else None
-    guider, edit_batch = build_guider(node, model, positive, negative, edit_latent, text_cfg, image_cfg, mask)
+    guider, edit_batch = build_guider(node, model, positive, negative, edit_latent, text_cfg, image_cfg, mask, formula)
     batch = batch or edit_batch
     image_latent = edit_latent["samples"]
     if denoise >= 1.0:
@@ -339,7 +371,7 @@ def run_edit(node: str, model: Any, positive: list, negative: list, edit_latent:
                 text_cfg=text_cfg[index] if isinstance(text_cfg, tuple) else text_cfg,
                 image_cfg=image_cfg[index] if isinstance(image_cfg, tuple) else image_cfg,
                 sampler_name=sampler_name, scheduler=scheduler, denoise=denoise, mask=part_mask, batch=1,
-                callback=callback,
+                callback=callback, formula=formula,
             ))
         return torch.cat(parts)
     noise = initial_noise(start, seed, noise_mode, edit_latent.get("batch_index"))
@@ -379,6 +411,7 @@ class Edit(io.ComfyNode):
                                        "latent, partly noised, which keeps more of its layout."),
                 mask_input(),
                 io.Combo.Input("noise", options=list(NOISE_MODES), default="per item", optional=True, tooltip=NOISE_TOOLTIP),
+                formula_input(),
             ],
             outputs=[io.Latent.Output(tooltip="The edited latent (the VAE's unscaled space, like edit_latent): decode it "
                                               "with VAE Decode or chain it into another edit.")],
@@ -387,11 +420,11 @@ class Edit(io.ComfyNode):
     @classmethod
     def execute(cls, model: Any, positive: list, negative: list, edit_latent: dict, seed: int, steps: int,
                 text_cfg: float, image_cfg: float, sampler_name: str, scheduler: str, denoise: float,
-                mask: torch.Tensor | None = None, noise: str = "per item") -> io.NodeOutput:
+                mask: torch.Tensor | None = None, noise: str = "per item", formula: str = INSTRUCTPIX2PIX) -> io.NodeOutput:
         if noise not in NOISE_MODES:
             raise input_error(EDIT, "noise", f"is {noise!r}", f"one of {', '.join(NOISE_MODES)}",
                               "choose 'per item' or 'same for all'")
         samples = run_edit(EDIT, model, positive, negative, edit_latent, seed=seed, steps=steps, text_cfg=text_cfg,
                            image_cfg=image_cfg, sampler_name=sampler_name, scheduler=scheduler, denoise=denoise,
-                           mask=mask, noise_mode=noise)
+                           mask=mask, noise_mode=noise, formula=formula)
         return io.NodeOutput({"samples": samples})

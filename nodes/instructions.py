@@ -53,6 +53,9 @@ class EncodeInstructions(io.ComfyNode):
                 io.Clip.Input("clip", tooltip="The InstructPix2Pix checkpoint's CLIP."),
                 io.String.Input("instructions", multiline=True, default="make it snowy\nturn it into a watercolor painting",
                                 tooltip="One instruction per line, e.g. 'make it snowy'. Blank lines are ignored."),
+                io.String.Input("suffix", default="", optional=True,
+                                tooltip="Text appended to every instruction. HIVE's reward-conditioned models expect "
+                                        "', image quality is five out of five'; leave empty for other models."),
             ],
             outputs=[
                 io.Conditioning.Output("positive", display_name="positive",
@@ -63,14 +66,16 @@ class EncodeInstructions(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, clip: Any, instructions: str) -> io.NodeOutput:
+    def execute(cls, clip: Any, instructions: str, suffix: str = "") -> io.NodeOutput:
         if clip is None:
             raise input_error(NODE, "clip", "is missing (None)", "a CLIP text encoder",
                               "connect the CLIP output of 'Load InstructPix2Pix Checkpoint'")
         if not isinstance(instructions, str):
             raise input_error(NODE, "instructions", f"is a {type(instructions).__name__}", "text",
                               "type one instruction per line")
-        lines = parse_instructions(instructions)
+        if not isinstance(suffix, str):
+            raise input_error(NODE, "suffix", f"is a {type(suffix).__name__}", "text", "type the suffix, or leave it empty")
+        lines = parse_instructions(instructions, suffix)
         if not lines:
             raise input_error(NODE, "instructions", "has no instruction (it is empty or only blank lines)",
                               "at least one instruction, one per line", "type an instruction such as 'make it snowy'")

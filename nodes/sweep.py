@@ -9,14 +9,14 @@ import comfy.utils
 import latent_preview
 import torch
 
-from ..ipx2p_core.guidance import plan_guidance
+from ..ipx2p_core.guidance import INSTRUCTPIX2PIX, plan_guidance
 from ..ipx2p_core.sweep import (
     MAX_CELLS, display_cell_size, grid_cells, grid_layout, parse_values, random_grid_shape, random_guidance,
 )
 from ._comfy import io
 from .common import edit_conditionings, input_error
 from .drawing import draw_grid
-from .guider import IMAGE_CFG_TOOLTIP, TEXT_CFG_TOOLTIP, edit_sigmas, guidance_inputs, mask_input, run_edit
+from .guider import IMAGE_CFG_TOOLTIP, TEXT_CFG_TOOLTIP, edit_sigmas, formula_input, guidance_inputs, mask_input, run_edit
 from .sampling import sampler_for
 
 NODE = "IPX2P_GuidanceSweep"
@@ -88,6 +88,7 @@ class GuidanceSweep(io.ComfyNode):
                 mask_input(),
                 io.Int.Input("cells_per_run", default=0, min=0, max=MAX_CELLS, optional=True,
                              tooltip="Cells sampled together in one batch. 0: as many as the device's memory holds."),
+                formula_input(),
             ],
             outputs=[
                 io.Latent.Output("latent", display_name="latent",
@@ -100,7 +101,8 @@ class GuidanceSweep(io.ComfyNode):
     @classmethod
     def execute(cls, model: Any, positive: list, negative: list, edit_latent: dict, vae: Any, seed: int, steps: int,
                 text_cfg_values: str, image_cfg_values: str, sampler_name: str, scheduler: str, mode: str, count: int,
-                denoise: float = 1.0, mask: torch.Tensor | None = None, cells_per_run: int = 0) -> io.NodeOutput:
+                denoise: float = 1.0, mask: torch.Tensor | None = None, cells_per_run: int = 0,
+                formula: str = INSTRUCTPIX2PIX) -> io.NodeOutput:
         if mode not in MODES:
             raise input_error(NODE, "mode", f"is {mode!r}", "grid or random", "choose grid or random")
         _, _, _, batch = edit_conditionings(NODE, positive, negative, edit_latent)
@@ -119,7 +121,7 @@ class GuidanceSweep(io.ComfyNode):
             cells = random_guidance(seed, count)
         latents = sweep_latents(model, positive, negative, edit_latent, cells, seed=seed, steps=steps,
                                 sampler_name=sampler_name, scheduler=scheduler, denoise=denoise, mask=mask,
-                                cells_per_run=cells_per_run)
+                                cells_per_run=cells_per_run, formula=formula)
         images = vae.decode(latents)
         if images.ndim == 5:  # video-style VAEs return [B,T,H,W,C]
             images = images.reshape(-1, *images.shape[-3:])
@@ -136,12 +138,12 @@ class GuidanceSweep(io.ComfyNode):
 
 def sweep_latents(model: Any, positive: list, negative: list, edit_latent: dict, cells: list[tuple[float, float]], *,
                   seed: int, steps: int, sampler_name: str, scheduler: str, denoise: float,
-                  mask: torch.Tensor | None, cells_per_run: int = 0) -> torch.Tensor:
+                  mask: torch.Tensor | None, cells_per_run: int = 0, formula: str = INSTRUCTPIX2PIX) -> torch.Tensor:
     """Each cell's latent, in cell order: cells that need the same branches are batched together
     (so the sweep costs what its single edits cost), in runs as large as memory allows."""
     groups: dict[tuple[str, ...], list[int]] = {}
     for index, (text_cfg, image_cfg) in enumerate(cells):
-        groups.setdefault(plan_guidance(text_cfg, image_cfg).branches, []).append(index)
+        groups.setdefault(plan_guidance(text_cfg, image_cfg, formula=formula).branches, []).append(index)
     shape = tuple(edit_latent["samples"].shape)
     runs: list[list[int]] = []
     for branches, members in groups.items():
@@ -163,7 +165,8 @@ def sweep_latents(model: Any, positive: list, negative: list, edit_latent: dict,
             text_cfg, image_cfg = text_cfg[0], image_cfg[0]
         samples = run_edit(NODE, model, positive, negative, edit_latent, seed=seed, steps=steps, text_cfg=text_cfg,
                            image_cfg=image_cfg, sampler_name=sampler_name, scheduler=scheduler, denoise=denoise,
-                           mask=mask, noise_mode="same for all", batch=len(run), callback=progress.callback)
+                           mask=mask, noise_mode="same for all", batch=len(run), callback=progress.callback,
+                           formula=formula)
         for position, index in enumerate(run):
             results[index] = samples[position:position + 1]
     return torch.cat([results[index] for index in range(len(cells))])

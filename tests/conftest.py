@@ -13,12 +13,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ipx2p_tools.checkpoints import ensure_synthetic
+from ipx2p_tools.checkpoints import ensure_diffusers, ensure_synthetic
 from ipx2p_tools.host import InProcessHost
 from ipx2p_tools.layout import CACHE_DIR, HOST_SOURCES, host_frontend_root, selected_host
 from ipx2p_tools.server import HostServer
 
 CHECKPOINT_DIR = CACHE_DIR / "ckpt"
+DIFFUSERS_DIR = CACHE_DIR / "diffusers"
 LORA_DIR = CACHE_DIR / "loras"
 
 
@@ -50,7 +51,8 @@ def host(host_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> InProcess
         input_dir=work / "input",
         output_dir=work / "output",
         temp_dir=work / "temp",
-        model_dirs={"checkpoints": [CHECKPOINT_DIR], "controlnet": [CHECKPOINT_DIR], "loras": [LORA_DIR]},
+        model_dirs={"checkpoints": [CHECKPOINT_DIR], "controlnet": [CHECKPOINT_DIR], "loras": [LORA_DIR],
+                    "diffusers": [DIFFUSERS_DIR]},
     )
     return instance.boot()
 
@@ -71,6 +73,18 @@ def ip2p_ema_ckpt() -> Path:
 def sd15_ckpt() -> Path:
     """Plain SD1.5 (4-channel UNet), random weights: what users load by mistake."""
     return ensure_synthetic("sd15", CHECKPOINT_DIR)
+
+
+@pytest.fixture(scope="session")
+def synthetic():
+    """The other random-weight files of true layouts, by kind (see ipx2p_tools.checkpoints), made on first use."""
+    return lambda kind: ensure_synthetic(kind, CHECKPOINT_DIR)
+
+
+@pytest.fixture(scope="session")
+def diffusers_folder():
+    """diffusers pipeline folders written by diffusers from the single files (sd15_ip2p, sdxl_ip2p)."""
+    return lambda kind: ensure_diffusers(kind, DIFFUSERS_DIR)
 
 
 @pytest.fixture(scope="session")
@@ -115,7 +129,7 @@ def loaded(host, ip2p_ckpt):
     """(model, clip, vae) from the pack's loader node, called directly in the host process;
     released at the end of each module that uses it."""
     out = host.nodes.NODE_CLASS_MAPPINGS["IPX2P_CheckpointLoader"].execute(ckpt_name=ip2p_ckpt.name, weights="auto")
-    yield out.result
+    yield out.result[:3]
     del out
     gc.collect()
 

@@ -93,7 +93,7 @@ def test_loader_refuses_a_text_to_image_checkpoint(host, sd15_ckpt, input_image)
     save_latent(g, encoded)
     message = run_error(host, g)
     assert "IPX2P_CheckpointLoader: input 'ckpt_name'" in message
-    assert sd15_ckpt.name in message and "text-to-image (4 input channels)" in message
+    assert sd15_ckpt.name in message and "text-to-image SD1.5 UNet" in message and "4-channel first convolution" in message
     assert "instruct-pix2pix" in message
 
 
