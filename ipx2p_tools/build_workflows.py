@@ -25,6 +25,10 @@ OFFICIAL_REPO = "timbrooks/instruct-pix2pix"
 OFFICIAL_URL = f"https://huggingface.co/{OFFICIAL_REPO}/resolve/main/{OFFICIAL_CHECKPOINT}"
 
 
+# Nodes with no widgets, drawn narrow so they do not cover their neighbours.
+COMPACT_SIZES = {"VAEDecode": (220, 50), "MaskToImage": (220, 30), "CLIPMergeAdd": (320, 50)}
+
+
 class UiWorkflowBuilder:
     def __init__(self, object_info: dict[str, dict[str, Any]], name: str) -> None:
         self.info = object_info
@@ -41,9 +45,10 @@ class UiWorkflowBuilder:
         role: str | None = None,
         title: str | None = None,
         models: list[dict[str, str]] | None = None,
-        size: tuple[int, int] = (320, 130),
+        size: tuple[int, int] | None = None,
     ) -> dict[str, Any]:
         info = self.info[node_type]
+        size = size or COMPACT_SIZES.get(node_type, (320, 130))
         node_id = len(self.nodes) + 1
         properties: dict[str, Any] = {"Node name for S&R": node_type}
         if role:
@@ -107,7 +112,7 @@ CHECKPOINT_MODELS = [{"name": OFFICIAL_CHECKPOINT, "url": OFFICIAL_URL, "directo
 
 def _inputs(wf: UiWorkflowBuilder) -> tuple[dict[str, Any], ...]:
     """Loader, picture, instruction, empty negative and the encoded image: every workflow starts so."""
-    ckpt = wf.add("IPX2P_CheckpointLoader", [OFFICIAL_CHECKPOINT, "auto"], (20, 40), role="checkpoint",
+    ckpt = wf.add("IPX2P_CheckpointLoader", [OFFICIAL_CHECKPOINT, "auto", "default"], (20, 40), role="checkpoint",
                   models=CHECKPOINT_MODELS)
     image = wf.add("LoadImage", ["example.png", "image"], (20, 260), role="image", size=(320, 320))
     positive = wf.add("CLIPTextEncode", ["make it snowy"], (380, 0), {"clip": (ckpt, 1)}, role="instruction",
@@ -119,7 +124,7 @@ def _inputs(wf: UiWorkflowBuilder) -> tuple[dict[str, Any], ...]:
     return ckpt, positive, negative, encoded
 
 
-EDIT_WIDGETS = [0, "fixed", 100, 7.5, 1.5, "euler_ancestral", "normal", 1.0, "per item"]
+EDIT_WIDGETS = [0, "fixed", 100, 7.5, 1.5, "euler_ancestral", "normal", 1.0, "per item", "instructpix2pix"]
 
 
 def _edit(wf: UiWorkflowBuilder, model, positive, negative, edit_latent, pos: tuple[int, int], role: str = "edit",
@@ -152,7 +157,7 @@ def custom_sampler_workflow(info: dict[str, dict[str, Any]]) -> dict[str, Any]:
     conditioning = wf.add("IPX2P_Conditioning", [], (760, 420),
                           {"positive": (positive, 0), "negative": (negative, 0), "edit_latent": (encoded, 0)})
     guider = wf.add(
-        "IPX2P_Guider", [7.5, 1.5], (760, 0),
+        "IPX2P_Guider", [7.5, 1.5, "instructpix2pix"], (760, 0),
         {"model": (ckpt, 0), "positive": (positive, 0), "negative": (negative, 0), "edit_latent": (encoded, 0)},
         role="guider",
     )
@@ -218,7 +223,7 @@ def lora_workflow(info: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The edit with an SD1.5 LoRA on the model and the text encoder (its first-convolution weights,
     made for 4 input channels, are skipped by ComfyUI with a logged error; the rest applies)."""
     wf = UiWorkflowBuilder(info, "ip2p_lora")
-    ckpt = wf.add("IPX2P_CheckpointLoader", [OFFICIAL_CHECKPOINT, "auto"], (20, 40), role="checkpoint",
+    ckpt = wf.add("IPX2P_CheckpointLoader", [OFFICIAL_CHECKPOINT, "auto", "default"], (20, 40), role="checkpoint",
                   models=CHECKPOINT_MODELS)
     lora = wf.add("LoraLoader", ["your_sd15_lora.safetensors", 0.8, 0.8], (20, 240),
                   {"model": (ckpt, 0), "clip": (ckpt, 1)}, role="lora")
@@ -281,7 +286,7 @@ def crop_stitch_workflow(info: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """A small detail of a large photo edited at the model's working size: Crop For Edit around the
     painted mask, encode and edit the crop (inside its mask), Stitch Edit back into the photo."""
     wf = UiWorkflowBuilder(info, "ip2p_crop_stitch")
-    ckpt = wf.add("IPX2P_CheckpointLoader", [OFFICIAL_CHECKPOINT, "auto"], (20, 40), role="checkpoint",
+    ckpt = wf.add("IPX2P_CheckpointLoader", [OFFICIAL_CHECKPOINT, "auto", "default"], (20, 40), role="checkpoint",
                   models=CHECKPOINT_MODELS)
     image = wf.add("LoadImage", ["example.png", "image"], (20, 260), role="image", size=(320, 320))
     positive = wf.add("CLIPTextEncode", ["make him smile"], (380, 0), {"clip": (ckpt, 1)}, role="instruction",
@@ -304,7 +309,8 @@ def sweep_workflow(info: dict[str, dict[str, Any]]) -> dict[str, Any]:
     wf = UiWorkflowBuilder(info, "ip2p_sweep")
     ckpt, positive, negative, encoded = _inputs(wf)
     sweep = wf.add("IPX2P_GuidanceSweep",
-                   [0, "fixed", 20, "5, 7.5, 10", "1.2, 1.5, 1.8", "euler_ancestral", "normal", "grid", 6, 1.0, 0],
+                   [0, "fixed", 20, "5, 7.5, 10", "1.2, 1.5, 1.8", "euler_ancestral", "normal", "grid", 6, 1.0, 0,
+                    "instructpix2pix"],
                    (760, 100), {"model": (ckpt, 0), "positive": (positive, 0), "negative": (negative, 0),
                                 "edit_latent": (encoded, 0), "vae": (ckpt, 2)}, role="sweep", size=(340, 400))
     wf.add("SaveImage", ["ipx2p_sweep_grid"], (1140, 100), {"images": (sweep, 2)}, role="save", size=(500, 520))
@@ -315,11 +321,11 @@ def sweep_workflow(info: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def batch_workflow(info: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Three instructions over one picture in one edit, each with the same noise (consistent variants)."""
     wf = UiWorkflowBuilder(info, "ip2p_batch")
-    ckpt = wf.add("IPX2P_CheckpointLoader", [OFFICIAL_CHECKPOINT, "auto"], (20, 40), role="checkpoint",
+    ckpt = wf.add("IPX2P_CheckpointLoader", [OFFICIAL_CHECKPOINT, "auto", "default"], (20, 40), role="checkpoint",
                   models=CHECKPOINT_MODELS)
     image = wf.add("LoadImage", ["example.png", "image"], (20, 260), role="image", size=(320, 320))
     instructions = wf.add("IPX2P_EncodeInstructions",
-                          ["make it snowy\nturn it into a watercolor painting\nmake it look like night"], (380, 0),
+                          ["make it snowy\nturn it into a watercolor painting\nmake it look like night", ""], (380, 0),
                           {"clip": (ckpt, 1)}, role="instructions", size=(340, 200))
     encoded = wf.add("IPX2P_EncodeImage", ["original", 512], (380, 440), {"vae": (ckpt, 2), "image": (image, 0)},
                      role="encode")
@@ -347,6 +353,79 @@ def iterative_workflow(info: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return wf.to_json()
 
 
+COSXL_CHECKPOINT = "cosxl_edit.safetensors"
+COSXL_URL = "https://huggingface.co/stabilityai/cosxl/resolve/main/cosxl_edit.safetensors"
+SD15_BASE = "v1-5-pruned-emaonly.safetensors"
+SD15_BASE_URL = "https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5/resolve/main/v1-5-pruned-emaonly.safetensors"
+
+
+def _family_edit(wf: UiWorkflowBuilder, loader: dict[str, Any], instruction: str, encode: list[Any], edit: list[Any],
+                 prefix: str) -> None:
+    """Picture, instruction, empty negative, Encode, Edit, VAE Decode, Save Image after a loader."""
+    image = wf.add("LoadImage", ["example.png", "image"], (20, 300), role="image", size=(320, 320))
+    positive = wf.add("CLIPTextEncode", [instruction], (400, 0), {"clip": (loader, 1)}, role="instruction",
+                      title="Instruction")
+    negative = wf.add("CLIPTextEncode", [""], (400, 220), {"clip": (loader, 1)}, role="negative",
+                      title="Negative (leave empty)")
+    encoded = wf.add("IPX2P_EncodeImage", encode, (400, 440), {"vae": (loader, 2), "image": (image, 0)}, role="encode")
+    edited = _edit(wf, (loader, 0), (positive, 0), (negative, 0), (encoded, 0), (780, 100), widgets=edit)
+    decoded = wf.add("VAEDecode", [], (1140, 100), {"samples": (edited, 0), "vae": (loader, 2)})
+    wf.add("SaveImage", [prefix], (1380, 100), {"images": (decoded, 0)}, role="save", size=(400, 420))
+
+
+def cosxl_workflow(info: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """CosXL Edit with its recommended settings (text 5.0, image 1.5, 20 Euler steps, normal), at
+    its native resolution (long side 1024); the loader detects the EDM v-prediction."""
+    wf = UiWorkflowBuilder(info, "cosxl_edit")
+    loader = wf.add("IPX2P_CheckpointLoader", [COSXL_CHECKPOINT, "auto", "default"], (20, 40), role="checkpoint",
+                    models=[{"name": COSXL_CHECKPOINT, "url": COSXL_URL, "directory": "checkpoints"}])
+    _family_edit(wf, loader, "make it a snowy winter evening", ["long_side", 1024],
+                 [0, "fixed", 20, 5.0, 1.5, "euler", "normal", 1.0, "per item", "instructpix2pix"], "cosxl_edit")
+    return wf.to_json()
+
+
+def sdxl_ip2p_workflow(info: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """diffusers/sdxl-instructpix2pix-768 from its diffusers folder (put it in models/diffusers),
+    with the model card's settings (text 3.0, image 1.5, 30 steps) at 768 px."""
+    wf = UiWorkflowBuilder(info, "sdxl_ip2p")
+    loader = wf.add("IPX2P_DiffusersLoader", ["diffusers/sdxl-instructpix2pix-768", "(from the folder)", "default"],
+                    (20, 40), role="checkpoint", size=(340, 130))
+    _family_edit(wf, loader, "make it a snowy winter evening", ["original", 768],
+                 [0, "fixed", 30, 3.0, 1.5, "euler", "normal", 1.0, "per item", "instructpix2pix"], "sdxl_ip2p")
+    return wf.to_json()
+
+
+def make_editable_workflow(info: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """An SD1.5 fine-tune made editable: UNet through Make Any SD1.5 Model Editable, text encoder
+    through core CLIPMergeSubtract and CLIPMergeAdd (ip2p + 1.0 x (finetune - base)), saved with
+    core Save Checkpoint (reload it with Load InstructPix2Pix Checkpoint), and one edit with it."""
+    wf = UiWorkflowBuilder(info, "make_editable")
+    ip2p = wf.add("IPX2P_CheckpointLoader", [OFFICIAL_CHECKPOINT, "auto", "default"], (20, 40), role="checkpoint",
+                  models=CHECKPOINT_MODELS)
+    finetune = wf.add("CheckpointLoaderSimple", ["your_sd15_finetune.safetensors"], (20, 240), role="finetune",
+                      title="Fine-tune (SD1.5)")
+    base = wf.add("CheckpointLoaderSimple", [SD15_BASE], (20, 420), role="base", title="Its base (SD1.5)",
+                  models=[{"name": SD15_BASE, "url": SD15_BASE_URL, "directory": "checkpoints"}])
+    merged = wf.add("IPX2P_MakeEditable", [1.0], (400, 40),
+                    {"ip2p_model": (ip2p, 0), "finetune_model": (finetune, 0), "base_model": (base, 0)}, role="merge")
+    difference = wf.add("CLIPMergeSubtract", [1.0], (400, 240), {"clip1": (finetune, 1), "clip2": (base, 1)},
+                        role="clip_subtract")
+    clip = wf.add("CLIPMergeAdd", [], (400, 420), {"clip1": (ip2p, 1), "clip2": (difference, 0)}, role="clip_add")
+    wf.add("CheckpointSave", ["checkpoints/ipx2p_editable"], (760, 40),
+           {"model": (merged, 0), "clip": (clip, 0), "vae": (ip2p, 2)}, role="save_checkpoint")
+    image = wf.add("LoadImage", ["example.png", "image"], (20, 620), role="image", size=(320, 320))
+    positive = wf.add("CLIPTextEncode", ["make it snowy"], (760, 220), {"clip": (clip, 0)}, role="instruction",
+                      title="Instruction")
+    negative = wf.add("CLIPTextEncode", [""], (760, 440), {"clip": (clip, 0)}, role="negative",
+                      title="Negative (leave empty)")
+    encoded = wf.add("IPX2P_EncodeImage", ["original", 512], (400, 620), {"vae": (ip2p, 2), "image": (image, 0)},
+                     role="encode")
+    edited = _edit(wf, (merged, 0), (positive, 0), (negative, 0), (encoded, 0), (1120, 100))
+    decoded = wf.add("VAEDecode", [], (1480, 100), {"samples": (edited, 0), "vae": (ip2p, 2)})
+    wf.add("SaveImage", ["ipx2p_editable"], (1720, 100), {"images": (decoded, 0)}, role="save", size=(400, 420))
+    return wf.to_json()
+
+
 WORKFLOWS = {
     "ip2p_edit.json": edit_workflow,
     "ip2p_custom_sampler.json": custom_sampler_workflow,
@@ -359,6 +438,9 @@ WORKFLOWS = {
     "ip2p_sweep.json": sweep_workflow,
     "ip2p_batch.json": batch_workflow,
     "ip2p_iterative.json": iterative_workflow,
+    "cosxl_edit.json": cosxl_workflow,
+    "sdxl_ip2p.json": sdxl_ip2p_workflow,
+    "make_editable.json": make_editable_workflow,
 }
 
 

@@ -187,6 +187,16 @@ class InProcessHost:
         return {name: self.object_info(name) for name in self.nodes.NODE_CLASS_MAPPINGS}
 
     # -- running prompts ------------------------------------------------------------------
+    def validate(self, prompt: dict[str, Any]) -> RunResult:
+        """The host's validate_prompt alone (what the server does before queueing a prompt). Valid
+        only when every output is: the host queues a prompt if any output validates, and reports
+        the others in node_errors."""
+        prompt_id = str(uuid.uuid4())
+        valid, error, _, node_errors = asyncio.run(self._execution.validate_prompt(prompt_id, prompt, None))
+        valid = bool(valid) and not node_errors
+        return RunResult(prompt_id, valid=valid, success=valid, validation_error=None if valid else error,
+                         node_errors=node_errors)
+
     def run(self, prompt: dict[str, Any], preview_method: str | None = None) -> RunResult:
         """Validate and execute an API-format prompt, as the server's queue would.
 

@@ -119,6 +119,16 @@ def lora_file() -> str:
 
 
 @pytest.fixture(scope="module")
+def clean_host(host):
+    """For modules that load large models: nothing left over from earlier modules stays in memory."""
+    from helpers import release_models
+
+    release_models(host)
+    yield
+    release_models(host)
+
+
+@pytest.fixture(scope="module")
 def pack(host):
     """The pack's nodes.guider module as the host loaded it (to drive the guider directly)."""
     return sys.modules[host.nodes.NODE_CLASS_MAPPINGS["IPX2P_Guider"].__module__]
@@ -147,9 +157,10 @@ def input_image(host: InProcessHost, request: pytest.FixtureRequest) -> str:
     return name
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def server(host_tree: Path, host_name: str, ip2p_ckpt: Path, tmp_path_factory: pytest.TempPathFactory):
-    """The real HTTP server, `main.py --cpu` on a free loopback port, serving the pack."""
+    """The real HTTP server, `main.py --cpu` on a free loopback port, serving the pack. One per
+    module: a server that has run edits holds a model (~5 GiB) the later modules need."""
     front_end = None
     if host_name in HOST_SOURCES and HOST_SOURCES[host_name].own_frontend:
         front_end = host_frontend_root(host_name)

@@ -126,3 +126,79 @@ def saved_images(host, result, node_id: str):
         with Image.open(Path(host.output_dir) / info["subfolder"] / info["filename"]) as image:
             pictures.append(torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0))
     return torch.stack(pictures)
+
+
+def encode_text(clip, text: str):
+    return clip.encode_from_tokens_scheduled(clip.tokenize(text))
+
+
+def pixels(size, seed=0):
+    """A random IMAGE [1,H,W,3] of size (width, height)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand((1, size[1], size[0], 3), generator=generator)
+
+
+def release_models(host=None) -> None:
+    """Unload the host's models and drop the executor's cached outputs (which hold models too)."""
+    import gc
+
+    import comfy.model_management
+
+    comfy.model_management.unload_all_models()
+    if host is not None:
+        host.executor.reset()
+    gc.collect()
+
+
+def tensor_digests(module) -> dict[str, str]:
+    """A digest of every tensor (exact equality without holding two models)."""
+    import hashlib
+
+    import torch
+
+    return {name: hashlib.sha1(value.detach().contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
+            for name, value in module.state_dict().items()}
+
+
+def edit_both_ways(host, model, clip, vae, instruction="make it snowy", size=64, text_cfg=5.0, image_cfg=1.5,
+                   formula="instructpix2pix"):
+    """One step through IPX2P_Edit (watching the first UNet call) and through IPX2P_Guider with the
+    same noise and sigmas. Returns (edit latent, guider latent, image latent, c_concat seen)."""
+    import comfy.sample
+    import comfy.samplers
+    import torch
+
+    nodes = host.nodes.NODE_CLASS_MAPPINGS
+    positive, negative = encode_text(clip, instruction), encode_text(clip, "")
+    edit_latent = nodes["IPX2P_EncodeImage"].execute(vae, pixels((size, size), seed=3), "keep", 512).result[0]
+    seen = []
+    watched = model.clone()
+
+    def wrapper(apply_model, args):
+        seen.append(args["c"]["c_concat"].detach().clone())
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+    watched.set_model_unet_function_wrapper(wrapper)
+    options = dict(seed=7, steps=1, text_cfg=text_cfg, image_cfg=image_cfg, sampler_name="euler", scheduler="normal",
+                   denoise=1.0, formula=formula)
+    edited = nodes["IPX2P_Edit"].execute(watched, positive, negative, edit_latent, **options).result[0]["samples"]
+    guider = nodes["IPX2P_Guider"].execute(model, positive, negative, edit_latent, text_cfg, image_cfg,
+                                           formula=formula).result[0]
+    empty = torch.zeros_like(edit_latent["samples"])
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", 1).cpu()
+    guided = guider.sample(comfy.sample.prepare_noise(empty, 7), empty, comfy.samplers.sampler_object("euler"), sigmas,
+                           seed=7, disable_pbar=True)
+    return edited, guided.cpu(), edit_latent["samples"], seen[0]
+
+
+def assert_image_latent_scaled(concat, image_latent, scale: float) -> None:
+    import torch
+
+    # The branches carrying the image see it times the family's scale; the unconditional one zeros.
+    items = [concat[k:k + 1] for k in range(concat.shape[0])]
+    with_image = [item for item in items if float(item.abs().max()) > 0]
+    assert with_image and len(with_image) < len(items)
+    for item in with_image:
+        torch.testing.assert_close(item, image_latent.to(item) * scale, rtol=1e-6, atol=1e-6)

@@ -128,3 +128,27 @@ def test_editing_workflows_run(host, ip2p_ckpt, workflow):
             assert saved.size == saved_size
     if workflow == "ip2p_batch.json":
         assert len(result.outputs[api.roles["save"]]["images"]) == 2
+
+
+@pytest.mark.parametrize("workflow", ["cosxl_edit.json", "sdxl_ip2p.json", "make_editable.json"])
+def test_family_workflows_validate_in_the_host(host, synthetic, diffusers_folder, ip2p_ckpt, sd15_ckpt, input_image,
+                                               workflow):
+    # Running them costs SDXL loads and a saved checkpoint (tests/test_families.py runs those paths);
+    # here the host's own validator checks every node, link and widget value of the shipped files.
+    from ipx2p_tools.workflow import load_ui, ui_to_api
+
+    api = ui_to_api(load_ui(WORKFLOWS / workflow), host.all_object_info())
+    api.set("image", "image", input_image)
+    if workflow == "cosxl_edit.json":
+        api.set("checkpoint", "ckpt_name", synthetic("cosxl").name)
+    elif workflow == "sdxl_ip2p.json":
+        api.set("checkpoint", "model_path", f"diffusers/{diffusers_folder('sdxl_ip2p').name}")
+    else:
+        api.set("checkpoint", "ckpt_name", ip2p_ckpt.name)
+        api.set("finetune", "ckpt_name", sd15_ckpt.name)
+        api.set("base", "ckpt_name", synthetic("sd15_b").name)
+    result = host.validate(api.prompt)
+    assert result.valid, result.error_text()
+    # and the validator does refuse a wrong value (the check can fail)
+    api.set("encode", "resize", "no-such-mode")
+    assert not host.validate(api.prompt).valid

@@ -10,7 +10,9 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from helpers import Graph, encode_graph, read_saved_latent, relative_l2, run_error, run_ok, save_latent, write_picture
+from helpers import (
+    Graph, encode_graph, encode_text, pixels, read_saved_latent, relative_l2, run_error, run_ok, save_latent, write_picture,
+)
 from ipx2p_core.checkpoint import ema_name
 from ipx2p_core.guidance import plan_guidance
 from ipx2p_core.image import original_edit_size
@@ -19,15 +21,6 @@ CASES = [(7.5, 1.5), (3.0, 1.0), (2.5, 2.5), (1.0, 1.0)]
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def encode_text(clip, text: str):
-    return clip.encode_from_tokens_scheduled(clip.tokenize(text))
-
-
-def pixels(size, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    return torch.rand((1, size[1], size[0], 3), generator=generator)
-
-
 def sample_direct(pack, model, positive, negative, edit_latent, text_cfg, image_cfg, steps=3, noise=None,
                   all_branches=False):
     import comfy.sample

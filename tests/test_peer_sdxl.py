@@ -16,8 +16,9 @@ import torch
 
 from helpers import relative_l2
 from ipx2p_tools.peer_diffusers import comfy_start_scale, comfy_unit_noise
-from test_nodes_graph import encode_text, pixels
+from helpers import encode_text, pixels
 
+pytestmark = pytest.mark.usefixtures("clean_host")
 STEPS = 2  # linspace(999, 0, 2) = [999, 0]: integer timesteps on both sides
 TOLERANCE = 1e-3
 SDXL_LATENT_SCALE = 0.13025
