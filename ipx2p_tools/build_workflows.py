@@ -330,7 +330,7 @@ def batch_workflow(info: dict[str, dict[str, Any]]) -> dict[str, Any]:
     encoded = wf.add("IPX2P_EncodeImage", ["original", 512], (380, 440), {"vae": (ckpt, 2), "image": (image, 0)},
                      role="encode")
     widgets = list(EDIT_WIDGETS)
-    widgets[-1] = "same for all"
+    widgets[EDIT_WIDGETS.index("per item")] = "same for all"
     edited = _edit(wf, (ckpt, 0), (instructions, 0), (instructions, 1), (encoded, 0), (760, 100), widgets=widgets)
     decoded = wf.add("VAEDecode", [], (1120, 100), {"samples": (edited, 0), "vae": (ckpt, 2)})
     wf.add("SaveImage", ["ipx2p_batch"], (1360, 100), {"images": (decoded, 0)}, role="save", size=(400, 420))

@@ -35,6 +35,22 @@ WEIGHT_DTYPE_TOOLTIP = ("default: what ComfyUI picks for this device (fp32 on CP
                         "store the UNet weights so; ComfyUI computes in a dtype the device supports.")
 
 
+def weight_dtype_input() -> Any:
+    return io.Combo.Input("weight_dtype", options=list(WEIGHT_DTYPES), default="default", optional=True,
+                          tooltip=WEIGHT_DTYPE_TOOLTIP)
+
+
+def loader_outputs() -> list:
+    """What both loaders return (outputs are a contract: the order never changes)."""
+    return [
+        io.Model.Output(tooltip="The InstructPix2Pix diffusion model."),
+        io.Clip.Output(tooltip="The text encoder(s), to encode the instruction."),
+        io.Vae.Output(tooltip="The VAE, to encode the input image and decode the result."),
+        io.String.Output("info", display_name="info",
+                         tooltip="What was loaded: family, base, prediction, weights, dtype, recommended settings."),
+    ]
+
+
 def model_options_for(weight_dtype: str, node: str) -> dict:
     if weight_dtype not in WEIGHT_DTYPES:
         raise input_error(node, "weight_dtype", f"is {weight_dtype!r}", f"one of {', '.join(WEIGHT_DTYPES)}",
@@ -249,16 +265,9 @@ class CheckpointLoader(io.ComfyNode):
                 io.Combo.Input("weights", options=list(WEIGHT_MODES), default="auto",
                                tooltip="auto: the EMA weights when the file has them (what the paper samples with), "
                                        "else the plain ones. ema: require them. non-ema: the raw trained weights."),
-                io.Combo.Input("weight_dtype", options=list(WEIGHT_DTYPES), default="default", optional=True,
-                               tooltip=WEIGHT_DTYPE_TOOLTIP),
+                weight_dtype_input(),
             ],
-            outputs=[
-                io.Model.Output(tooltip="The InstructPix2Pix diffusion model."),
-                io.Clip.Output(tooltip="The text encoder(s), to encode the instruction."),
-                io.Vae.Output(tooltip="The VAE, to encode the input image and decode the result."),
-                io.String.Output("info", display_name="info",
-                                 tooltip="What was loaded: family, base, prediction, weights, dtype, recommended settings."),
-            ],
+            outputs=loader_outputs(),
         )
 
     @classmethod
@@ -414,16 +423,9 @@ class DiffusersLoader(io.ComfyNode):
                                default=FROM_FOLDER,
                                tooltip="Where the text encoder and VAE come from: the folder's text_encoder/ and vae/, or "
                                        "a single-file checkpoint of the same base (for a UNet-only folder)."),
-                io.Combo.Input("weight_dtype", options=list(WEIGHT_DTYPES), default="default", optional=True,
-                               tooltip=WEIGHT_DTYPE_TOOLTIP),
+                weight_dtype_input(),
             ],
-            outputs=[
-                io.Model.Output(tooltip="The InstructPix2Pix diffusion model."),
-                io.Clip.Output(tooltip="The text encoder(s), to encode the instruction."),
-                io.Vae.Output(tooltip="The VAE, to encode the input image and decode the result."),
-                io.String.Output("info", display_name="info",
-                                 tooltip="What was loaded: family, base, prediction, weights, dtype, recommended settings."),
-            ],
+            outputs=loader_outputs(),
         )
 
     @classmethod

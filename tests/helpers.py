@@ -152,6 +152,19 @@ def release_models(host=None) -> None:
     gc.collect()
 
 
+def watch_image_input(model):
+    """(a clone of model, list): the clone records the image channels (c_concat) of every UNet call."""
+    seen: list = []
+    watched = model.clone()
+
+    def wrapper(apply_model, args):
+        seen.append(args["c"]["c_concat"].detach().clone())
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+    watched.set_model_unet_function_wrapper(wrapper)
+    return watched, seen
+
+
 def tensor_digests(module) -> dict[str, str]:
     """A digest of every tensor (exact equality without holding two models)."""
     import hashlib
@@ -173,14 +186,7 @@ def edit_both_ways(host, model, clip, vae, instruction="make it snowy", size=64,
     nodes = host.nodes.NODE_CLASS_MAPPINGS
     positive, negative = encode_text(clip, instruction), encode_text(clip, "")
     edit_latent = nodes["IPX2P_EncodeImage"].execute(vae, pixels((size, size), seed=3), "keep", 512).result[0]
-    seen = []
-    watched = model.clone()
-
-    def wrapper(apply_model, args):
-        seen.append(args["c"]["c_concat"].detach().clone())
-        return apply_model(args["input"], args["timestep"], **args["c"])
-
-    watched.set_model_unet_function_wrapper(wrapper)
+    watched, seen = watch_image_input(model)
     options = dict(seed=7, steps=1, text_cfg=text_cfg, image_cfg=image_cfg, sampler_name="euler", scheduler="normal",
                    denoise=1.0, formula=formula)
     edited = nodes["IPX2P_Edit"].execute(watched, positive, negative, edit_latent, **options).result[0]["samples"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from helpers import Graph, edit_node, encode_graph, read_saved_latent, run_ok, save_latent, write_picture
+from helpers import Graph, edit_node, encode_graph, read_saved_latent, run_ok, save_latent, watch_image_input, write_picture
 from test_nodes_graph import encode_text, pixels
 
 
@@ -12,14 +12,7 @@ def test_the_second_edit_is_conditioned_on_the_first_edits_latent(pack, loaded):
     positive, negative = encode_text(clip, "make it snowy"), encode_text(clip, "")
     options = dict(seed=1, steps=2, text_cfg=7.5, image_cfg=1.5, sampler_name="euler", scheduler="normal", denoise=1.0)
     first = pack.run_edit("test", model, positive, negative, {"samples": vae.encode(pixels((64, 48)))}, **options)
-    seen = []
-    watched = model.clone()
-
-    def wrapper(apply_model, args):
-        seen.append(args["c"]["c_concat"].detach().clone())
-        return apply_model(args["input"], args["timestep"], **args["c"])
-
-    watched.set_model_unet_function_wrapper(wrapper)
+    watched, seen = watch_image_input(model)
     pack.run_edit("test", watched, encode_text(clip, "now make it night"), negative, {"samples": first}, **options)
     # c and i carry the image, u a zero image (in the host's batch order); the image is the first
     # edit's output, unchanged

@@ -15,7 +15,7 @@ from ipx2p_tools.layout import PACK_DIR_NAME, REPO_ROOT
 
 GOLDEN = REPO_ROOT / "tests" / "golden" / "node_schemas.json"
 # Combos whose options depend on the installation (files, host's samplers): only their default is pinned.
-DYNAMIC_COMBOS = {"ckpt_name", "sampler_name", "scheduler"}
+DYNAMIC_COMBOS = {"ckpt_name", "sampler_name", "scheduler", "model_path", "clip_vae_from"}
 NUMBER_FIELDS = ("default", "min", "max", "step", "round", "control_after_generate")
 
 
