@@ -118,10 +118,10 @@ def workflow_files() -> list[Path]:
     return files
 
 
-# On the floor host's older frontend: one workflow per kind of node and widget the pack adds
-# (the basic edit, masks and crop/stitch, the sweep's value lists, batches, the model loaders).
-FLOOR_WORKFLOWS = {"ip2p_edit.json", "ip2p_crop_stitch.json", "ip2p_sweep.json", "ip2p_batch.json", "cosxl_edit.json",
-                   "sdxl_ip2p.json", "make_editable.json"}
+# On the floor host's older frontend: every workflow of the pack's own nodes (the composition
+# ones add only core and third-party nodes to the basic edit).
+FLOOR_WORKFLOWS = {"ip2p_edit.json", "ip2p_masked.json", "ip2p_paste_back.json", "ip2p_crop_stitch.json", "ip2p_sweep.json",
+                   "ip2p_batch.json", "ip2p_iterative.json", "cosxl_edit.json", "sdxl_ip2p.json", "make_editable.json"}
 
 
 def workflow_params() -> list:

@@ -71,6 +71,26 @@ def test_hive_sd21_is_set_up_with_the_host_classes(host, synthetic):
     release_models(host)
 
 
+def test_hive_sd21_with_a_v_prediction_marker_is_set_up_for_v(host, synthetic):
+    # SD2.1 edit models are eps (SD2.1-base, as HIVE) or v; a file that says v (ComfyUI's v_pred
+    # key) gets the host's v-prediction sampling, the same file without it eps.
+    import sys
+
+    import comfy.utils
+
+    loader = sys.modules[host.nodes.NODE_CLASS_MAPPINGS["IPX2P_CheckpointLoader"].__module__]
+    state_dict = comfy.utils.load_torch_file(str(synthetic("hive_sd21")), safe_load=True)
+    state_dict = {key: value for key, value in state_dict["state_dict"].items()} if "state_dict" in state_dict else state_dict
+    assert loader.sd2_prediction(state_dict).name == "EPS"
+    state_dict["v_pred"] = torch.tensor([])
+    model, _, _ = loader.load_sd2(state_dict, None, {})
+    assert model.model.model_type.name == "V_PREDICTION"
+    assert "V_PREDICTION" in {base.__name__ for base in type(model.get_model_object("model_sampling")).__mro__}
+    assert loader.prediction_text(model).startswith("v,")
+    del model, state_dict
+    release_models(host)
+
+
 # -- SDXL: SDXL-InstructPix2Pix (diffusers folder) and CosXL Edit (single file) ----------------------------------
 @pytest.fixture(scope="module")
 def sdxl_folder_run(host, diffusers_folder):

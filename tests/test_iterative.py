@@ -1,6 +1,7 @@
 """Iterative edits: the Edit node's LATENT feeds the next edit's edit_latent directly."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from helpers import Graph, edit_node, encode_graph, read_saved_latent, run_ok, save_latent, watch_image_input, write_picture
@@ -23,6 +24,7 @@ def test_the_second_edit_is_conditioned_on_the_first_edits_latent(pack, loaded):
     assert sum(float(item.abs().max()) == 0.0 for item in items) == 1
 
 
+@pytest.mark.floor
 def test_edits_chain_through_the_graph(host, ip2p_ckpt):
     picture = write_picture(host.input_dir, "chain_64x48.png", (64, 48))
     g = Graph()

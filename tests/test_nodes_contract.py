@@ -106,3 +106,10 @@ def test_summary_detects_a_changed_default():
     changed = json.loads(json.dumps(info))
     changed["input"]["required"]["text_cfg"][1]["default"] = 8.0
     assert schema_summary(info) != schema_summary(changed)
+
+
+@pytest.mark.floor
+def test_the_suffix_tooltip_names_hives_text(host):
+    suffix = host.object_info("IPX2P_EncodeInstructions")["input"]["optional"]["suffix"]
+    assert suffix[1].get("default") == ""
+    assert "image quality is five out of five" in suffix[1].get("tooltip", "")

@@ -56,6 +56,36 @@ def test_paste_back_keeps_every_pixel_outside_the_mask(host, mode):
     assert float((pasted[inner] - source[inner]).abs().mean()) > 0.1
 
 
+@pytest.mark.floor
+@pytest.mark.parametrize("mode", ["original", "long_side", "keep"])
+def test_the_encode_nodes_picture_is_the_fit_paste_back_undoes(host, ip2p_ckpt, mode):
+    # Paste Back undoes the fit the Encode node made: the Encode node's resized picture of a
+    # non-square original is the fit's source box scaled to the edit size (Lanczos there, bicubic
+    # in the fit, so equal up to resampling differences; a box 3 px off on one side is far off).
+    from dataclasses import replace
+
+    original = write_png(host, f"fit_{mode}.png", photo_like(150, 250, 9))
+    g = Graph()
+    loader = g.add("IPX2P_CheckpointLoader", ckpt_name=ip2p_ckpt.name, weights="auto")
+    encoded = g.add("IPX2P_EncodeImage", vae=(loader, 2), image=(g.add("LoadImage", image=original), 0), resize=mode,
+                    resolution=128)
+    saved = g.add("SaveImage", images=(encoded, 1), filename_prefix="ipx2p_fit")
+    encode_picture = saved_images(host, run_ok(host, g), saved)
+    fit = edit_fit(mode, 250, 150, 128)
+    assert encode_picture.shape[1:3] == (fit.height, fit.width)
+    source = read_png(host, original)
+    error = float((picture_to_fit(source, fit) - encode_picture).abs().mean())
+    box = fit.source
+    shifted = replace(fit, source=replace(box, left=box.left + 3, width=box.width - 3))  # 3 px off on one side
+    shifted_error = float((picture_to_fit(source, shifted) - encode_picture).abs().mean())
+    if mode == "keep":
+        assert error == 0.0  # a crop: the same pixels
+    else:
+        assert error < 0.02
+    assert shifted_error > 2 * error + 0.005
+
+
+@pytest.mark.floor
 def test_paste_back_finds_the_edited_region(host):
     original_picture = photo_like(384, 576, 3)
     original = write_png(host, "find_original.png", original_picture)
@@ -101,6 +131,7 @@ def test_paste_back_refuses_an_edit_of_another_fit(host):
     assert "IPX2P_PasteBack: input 'edited' is 80x40 px" in error and "64x64" in error and "Fix:" in error
 
 
+@pytest.mark.floor
 def test_crop_edit_stitch(host, ip2p_ckpt):
     picture = write_png(host, "stitch_picture.png", photo_like(300, 400, 7))
     g = Graph()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import shutil
 
+import numpy
 import pytest
+import torch
 from PIL import Image
 
 from helpers import (
-    Graph, edit_node, encode_graph, read_saved_latent, relative_l2, run_error, run_ok, save_latent, write_picture,
+    Graph, edit_node, encode_graph, read_saved_latent, relative_l2, run_error, run_ok, save_latent, saved_images, write_picture,
 )
 from ipx2p_core.sweep import display_cell_size, grid_layout, random_grid_shape, random_guidance
 from test_nodes_graph import counting, encode_text, pixels
@@ -64,6 +66,19 @@ def test_sweep_cells_equal_single_edits_and_the_grid_is_laid_out(host, host_name
         assert len(set(cell.getdata())) > 50
         margin = picture_file.crop((0, layout.margin_top, layout.margin_left, layout.height))
         assert len(set(margin.getdata())) > 2  # text drawn on the white margin
+        # Every cell shows its own image (text-major: row = text value, column = image value),
+        # enlarged by an integer factor with nearest-neighbour: one level apart at most (PNG
+        # rounding), while a transposed grid would put cell 2's image where cell 1's belongs.
+        decoded = (saved_images(host, result, images) * 255).round()
+        factor = layout.cell_width // 64
+        grid_pixels = torch.from_numpy(numpy.asarray(picture_file.convert("RGB"), dtype=numpy.float32))
+        shown = []
+        for index, (left, top) in enumerate(layout.cells[:4]):
+            rows = torch.arange(48) * factor + factor // 2 + top
+            columns = torch.arange(64) * factor + factor // 2 + left
+            shown.append(grid_pixels[rows][:, columns])
+            assert float((shown[index] - decoded[index]).abs().max()) <= 1.0, index
+        assert float((shown[1] - decoded[2]).abs().mean()) > 3.0  # cells 1 and 2 are told apart
 
 
 def test_sweep_random_mode(host, ip2p_ckpt, picture):
@@ -100,6 +115,28 @@ def test_sweep_batches_cells_by_plan_and_costs_what_single_edits_cost(host, pack
     assert relative_l2(batched, one_by_one) < 1e-5
 
 
+def test_sweep_with_the_instructdiffusion_formula(host, pack, loaded):
+    # Each cell equals the single InstructDiffusion edit; its three branches (c, i, t) for both
+    # cells run in one UNet call per step.
+    sweep = __import__("sys").modules[pack.__name__.rsplit(".", 1)[0] + ".sweep"]
+    model, clip, vae = loaded
+    positive, negative = encode_text(clip, "make it snowy"), encode_text(clip, "")
+    edit_latent = {"samples": vae.encode(pixels((48, 32)))}
+    cells = [(5.0, 1.25), (5.0, 1.5)]
+    options = dict(seed=3, steps=2, sampler_name="euler", scheduler="normal", denoise=1.0)
+    counted, calls = counting(model)
+    swept = sweep.sweep_latents(counted, positive, negative, edit_latent, cells, mask=None, formula="instructdiffusion",
+                                **options)
+    assert [size for size, _ in calls] == [6, 6]
+    for index, (text_cfg, image_cfg) in enumerate(cells):
+        single = pack.run_edit("test", model, positive, negative, edit_latent, text_cfg=text_cfg, image_cfg=image_cfg,
+                               formula="instructdiffusion", **options)
+        assert relative_l2(swept[index:index + 1], single) < 1e-5
+    plain = sweep.sweep_latents(model, positive, negative, edit_latent, cells[:1], mask=None, **options)
+    assert relative_l2(swept[:1], plain) > 1e-3  # the formula matters
+
+
+@pytest.mark.floor
 def test_sweep_reports_progress_over_the_whole_sweep_and_can_be_cancelled(host, ip2p_ckpt, picture):
     import comfy.model_management
 
