@@ -98,3 +98,49 @@ def plan_weights(keys: Iterable[str], mode: str, who: str = "checkpoint") -> Wei
     if use_ema:
         sources.update(pairs)
     return WeightPlan(sources, use_ema)
+
+
+# The largest header the safetensors libraries accept (safetensors' MAX_HEADER_SIZE, 100 MB).
+SAFETENSORS_MAX_HEADER = 100_000_000
+
+
+def safetensors_problem(path: str) -> str | None:
+    """What is wrong with a .safetensors file's structure, in words; None when it is sound.
+
+    Reads the 8-byte header length, the JSON header and the file size only: an empty, cut-off or
+    random file is named as such instead of with the safetensors library's internal error."""
+    import json
+    import os
+    import struct
+
+    size = os.path.getsize(path)
+    if size == 0:
+        return "is empty (0 bytes)"
+    if size < 8:
+        return f"is {size} bytes long, too short for a safetensors file"
+    with open(path, "rb") as handle:
+        (header_length,) = struct.unpack("<Q", handle.read(8))
+        if header_length > SAFETENSORS_MAX_HEADER:
+            return "does not start with a safetensors header (it is another format, or damaged)"
+        if 8 + header_length > size:
+            return f"is cut off: its header needs {8 + header_length} bytes, the file has {size}"
+        raw = handle.read(header_length)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return "has a header that is not safetensors JSON (it is another format, or damaged)"
+    if not isinstance(header, dict):
+        return "has a header that is not a table of tensors"
+    data_end = 0
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(v, int) for v in offsets)):
+            return f"has a malformed entry for tensor {key!r}"
+        data_end = max(data_end, offsets[1])
+    available = size - 8 - header_length
+    if data_end > available:
+        return (f"is cut off: its tensors need {data_end / 1e6:.1f} MB of data, the file holds {max(available, 0) / 1e6:.1f} MB "
+                "(an unfinished download or copy)")
+    return None

@@ -189,7 +189,8 @@ def describe_unsupported(facts: UNetFacts | None) -> tuple[str, str]:
         return "no Stable Diffusion UNet", "load a checkpoint that contains the diffusion model"
     base = facts.base or "an unknown"
     kind = {4: "text-to-image", 9: "inpainting"}.get(facts.in_channels or 0, f"{facts.in_channels}-channel")
-    what = f"a {kind} {base} UNet ({facts.evidence()})"
+    article = "an" if kind[0] in "aeiou" else "a"
+    what = f"{article} {kind} {base} UNet ({facts.evidence()})"
     if facts.in_channels == 4 and facts.base == "SD1.5":
         fix = (f"load an InstructPix2Pix checkpoint such as {OFFICIAL_FILE}, or make this model editable with 'Make Any "
                "SD1.5 Model Editable'; for text-to-image use the core 'Load Checkpoint' node")

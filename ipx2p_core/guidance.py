@@ -187,7 +187,7 @@ def edit_batch_size(text_batch: int, image_batch: int, who: str = "InstructPix2P
     if text_batch == image_batch or text_batch == 1 or image_batch == 1:
         return max(text_batch, image_batch)
     raise ValueError(
-        f"{who}: the instruction conditioning has batch {text_batch} and the image has batch {image_batch}; "
-        "they must match, or one of them must be 1 (one image with many instructions, or many images with one). "
+        f"{who}: input 'positive' has batch {text_batch} and the image has batch {image_batch} (input 'edit_latent'); "
+        "expected equal batches, or one of them 1 (one image with many instructions, or many images with one). "
         "Fix: batch the same number of images and instructions."
     )

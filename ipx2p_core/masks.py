@@ -19,7 +19,8 @@ def mask_batch(mask_batch_size: int, batch: int, who: str) -> None:
     if mask_batch_size not in (1, batch):
         raise ValueError(
             f"{who}: input 'mask' has batch {mask_batch_size} and the edit has batch {batch}; expected a mask "
-            f"of batch 1 (used for every item) or {batch}. Fix: pass one mask, or one per image."
+            + ("of batch 1" if batch == 1 else f"of batch 1 (used for every item) or {batch}")
+            + ". Fix: pass one mask, or one per image."
         )
 
 

@@ -1,12 +1,15 @@
 """Glue shared by the nodes: input checks with actionable errors, and the three conditionings."""
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
 
 from ..ipx2p_core.guidance import edit_batch_size
 from ..ipx2p_core.masks import latent_mask, mask_batch
+
+log = logging.getLogger(__name__)
 
 # Put the checkpoint people should load into every "wrong model" message.
 OFFICIAL_HINT = "an InstructPix2Pix checkpoint such as instruct-pix2pix-00-22000.safetensors (huggingface.co/timbrooks/instruct-pix2pix)"
@@ -15,6 +18,20 @@ OFFICIAL_HINT = "an InstructPix2Pix checkpoint such as instruct-pix2pix-00-22000
 def input_error(node: str, input_name: str, given: str, expected: str, fix: str) -> ValueError:
     """A user error in the shape the host shows on the node: who, what was given, what fits, the fix."""
     return ValueError(f"{node}: input '{input_name}' {given}; expected {expected}. Fix: {fix}")
+
+
+def executing_node(default: str) -> str:
+    """The node the host is running now, as 'KSampler (node 5)', for messages raised from code that
+    several nodes run (model wrappers); `default` where the host cannot say."""
+    try:
+        from comfy_execution.progress import get_progress_state
+        from comfy_execution.utils import get_executing_context
+
+        context = get_executing_context()
+        node = get_progress_state().dynprompt.get_node(context.node_id)
+        return f"{node['class_type']} (node {context.node_id})"
+    except Exception:  # an older host, or called outside a running prompt
+        return default
 
 
 def model_in_channels(model: Any) -> int | None:
@@ -45,7 +62,61 @@ def edit_samples(node: str, edit_latent: Any) -> torch.Tensor:
     if not torch.isfinite(samples).all():
         raise input_error(node, "edit_latent", "holds NaN or infinite values", "finite values",
                           "check the VAE and the image (a broken VAE or fp16 overflow gives NaN)")
+    if samples.numel() and not bool(samples.any()):
+        raise input_error(node, "edit_latent", "is all zeros (an empty latent, e.g. from Empty Latent Image)",
+                          "the encoded picture to edit",
+                          "connect the edit_latent output of 'InstructPix2Pix Encode Image' (or core VAE Encode)")
     return samples
+
+
+def as_image(node: str, image: Any, input_name: str) -> torch.Tensor:
+    """An IMAGE input as [B,H,W,3] float, checked: 1 (grey), 3 or 4 (alpha ignored) channels, at
+    least one picture, finite. Values outside 0..1 are clipped, as Save Image clips them."""
+    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[-1] not in (1, 3, 4):
+        shape = list(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise input_error(node, input_name, f"is {shape}", "an IMAGE [batch, height, width, 3]",
+                          "connect an image (e.g. Load Image), not a mask or a latent")
+    if image.shape[0] == 0 or image.shape[1] == 0 or image.shape[2] == 0:
+        raise input_error(node, input_name, f"is empty (shape {list(image.shape)})", "at least one picture",
+                          "connect a non-empty image (check the node that made the batch)")
+    if image.shape[-1] == 1:
+        image = image.expand(*image.shape[:-1], 3)
+    image = image[..., :3]
+    if not torch.isfinite(image).all():
+        raise input_error(node, input_name, "holds NaN or infinite pixel values", "pixel values from 0 to 1",
+                          "check the node that made the image (a VAE decode in fp16 can overflow: try --fp32-vae)")
+    low, high = float(image.min()), float(image.max())
+    if low < 0.0 or high > 1.0:
+        log.warning("%s: input '%s' has pixel values from %.3g to %.3g; clipped to 0..1", node, input_name, low, high)
+        image = image.clamp(0.0, 1.0)
+    return image
+
+
+def check_guidance(node: str, text_cfg: Any, image_cfg: Any) -> None:
+    """Scales must be finite and not negative (a negative scale inverts the edit)."""
+    for input_name, value in (("text_cfg", text_cfg), ("image_cfg", image_cfg)):
+        values = value if isinstance(value, tuple) else (value,)
+        bad = [v for v in values if not (float(v) >= 0.0 and float(v) < float("inf"))]
+        if bad:
+            raise input_error(node, input_name, f"is {bad[0]}", "a finite value of 0 or more (paper: 7.5 text, 1.5 image)",
+                              f"set {input_name} to 0 or more")
+
+
+def check_text_width(node: str, model: Any, conditionings: dict[str, list[Any]]) -> None:
+    """The conditioning's token width must be the model's cross-attention width (768 for SD1.5,
+    1024 for SD2.x, 2048 for SDXL): a conditioning from another text encoder cannot be used."""
+    unet_config = getattr(getattr(model.model, "model_config", None), "unet_config", None) or {}
+    width = unet_config.get("context_dim")
+    if width is None:
+        return
+    for input_name, conditioning in conditionings.items():
+        for entry in conditioning:
+            given = int(entry[0].shape[-1])
+            if given != int(width):
+                raise input_error(
+                    node, input_name, f"is a conditioning of width {given} (from another text encoder)",
+                    f"width {width}, this model's text encoder",
+                    "encode the text with the CLIP output of the loader that gave this MODEL")
 
 
 def text_batch(conditioning: list[Any]) -> int:

@@ -8,20 +8,33 @@ import torch
 
 from ..ipx2p_core.image import RESIZE_MODES, edit_size
 from ._comfy import io
-from .common import edit_conditionings, input_error
+from .common import as_image, edit_conditionings, input_error
 
 ENCODE = "IPX2P_EncodeImage"
+# The largest edit the Encode node makes (2048 x 2048): beyond it the VAE and the UNet's attention
+# ask for tens of GiB, and SD-family edit models are trained at 512-1024 px.
+MAX_EDIT_PIXELS = 2048 * 2048
 CONDITIONING = "IPX2P_Conditioning"
 
 
 def resize_for_edit(image: torch.Tensor, mode: str, resolution: int) -> torch.Tensor:
     """image [B,H,W,C] float 0..1 -> [B,H',W',C] at the mode's size (Lanczos, centre fit)."""
     height, width = int(image.shape[1]), int(image.shape[2])
+    if mode not in RESIZE_MODES:
+        raise input_error(ENCODE, "resize", f"is {mode!r}", f"one of {', '.join(RESIZE_MODES)}", "choose original (the paper's)")
     try:
         new_width, new_height = edit_size(mode, width, height, resolution)
-    except ValueError as error:
-        raise input_error(ENCODE, "image", f"is {width}x{height} px ({error})", "an image of at least 8x8 px",
-                          "use a larger image, or resize 'original' which scales it up") from error
+    except ValueError:
+        raise input_error(ENCODE, "image", f"is {width}x{height} px", f"at least 8x8 px for resize '{mode}'",
+                          "use a larger image, or resize 'original', which scales it up") from None
+    if new_width * new_height > MAX_EDIT_PIXELS:
+        side = int(MAX_EDIT_PIXELS ** 0.5)
+        raise input_error(
+            ENCODE, "resize", f"is '{mode}' at resolution {resolution}, which would edit this {width}x{height} picture at "
+            f"{new_width}x{new_height} px ({new_width * new_height / 1e6:.1f} MP)",
+            f"at most {MAX_EDIT_PIXELS / 1e6:.1f} MP ({side}x{side}); SD1.5 edit models are trained at 512 px",
+            f"use resize 'original' (the paper's 512 px) or 'long_side' with a resolution up to {side}, or cut the region "
+            "out with 'InstructPix2Pix Crop For Edit' and paste the edit back")
     if mode == "keep":
         top, left = (height - new_height) // 2, (width - new_width) // 2
         return image[:, top:top + new_height, left:left + new_width, :]
@@ -63,10 +76,7 @@ class EncodeImage(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae: Any, image: torch.Tensor, resize: str, resolution: int) -> io.NodeOutput:
-        if image.ndim != 4 or image.shape[-1] < 3:
-            raise input_error(ENCODE, "image", f"has shape {list(image.shape)}", "an IMAGE [batch, height, width, 3]",
-                              "connect an image (e.g. Load Image)")
-        pixels = resize_for_edit(image[..., :3], resize, resolution)
+        pixels = resize_for_edit(as_image(ENCODE, image, "image"), resize, resolution)
         latent = vae.encode(pixels)
         if not torch.isfinite(latent).all():
             raise input_error(ENCODE, "vae", "produced NaN or infinite latents", "finite latents",

@@ -19,7 +19,10 @@ from ..ipx2p_core.guidance import (
     plan_guidance,
 )
 from ._comfy import io
-from .common import as_mask, edit_conditionings, edit_mask, input_error, require_ip2p_model, with_image
+from .common import (
+    as_mask, check_guidance, check_text_width, edit_conditionings, edit_mask, executing_node, input_error, require_ip2p_model,
+    with_image,
+)
 from .sampling import NOISE_MODES, initial_noise, sampler_for
 
 GUIDER = "IPX2P_Guider"
@@ -116,11 +119,28 @@ class InstructPix2PixGuider(comfy.samplers.CFGGuider):
         model_patcher.model_options.setdefault("transformer_options", {}).update(attention_options(model_patcher))
         model_patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, BRANCH_LABELS_KEY,
                                            BranchLabels(cond_positions))
+        self._cfg_ready = False
         super().__init__(model_patcher)
-        self.cfg = self.text_cfg if isinstance(self.text_cfg, float) else 1.0  # what the host logs as "cfg"
+        self._cfg_ready = True
         self.region_mask: torch.Tensor | None = None  # [1|B,1,h,w], 1 = edit here
         self.region_target: torch.Tensor | None = None  # the input image latent, unscaled [B,4,h,w]
         self._region: RegionRun | None = None
+
+    @property
+    def cfg(self) -> Scale:
+        """CFGGuider's `cfg` is the instruction's scale here: text_cfg (a tuple for a sweep's cells)."""
+        return self.text_cfg
+
+    @cfg.setter
+    def cfg(self, value: Scale) -> None:
+        """Setting `cfg` sets text_cfg (core CFGOverride sets it over a sigma range and puts the old
+        value back; image_cfg stays). CFGGuider's constructor sets it too, before the scales exist."""
+        if not getattr(self, "_cfg_ready", False):
+            return
+        value = value if isinstance(value, tuple) else float(value)
+        if value != self.text_cfg:
+            self.text_cfg = value
+            self.plan = plan_guidance(self.text_cfg, self.image_cfg, formula=self.formula)
 
     def set_region(self, mask: torch.Tensor | None, target: torch.Tensor) -> None:
         """Edit only inside `mask` [1|B,1,h,w]; outside it the latent follows `target` (the input
@@ -151,6 +171,13 @@ class InstructPix2PixGuider(comfy.samplers.CFGGuider):
         pure noise inside it). The pack blends towards the input image's latent instead, and a
         noise_mask on the sampled latent (core SetLatentNoiseMask) is taken as the region too.
         """
+        if self.region_target is not None and tuple(noise.shape[-2:]) != tuple(self.region_target.shape[-2:]):
+            size = "x".join(str(int(v) * 8) for v in reversed(noise.shape[-2:]))
+            edit = "x".join(str(int(v) * 8) for v in reversed(self.region_target.shape[-2:]))
+            raise input_error(
+                executing_node(GUIDER), "latent_image", f"is {size} px but the guider's edit_latent is {edit} px",
+                "a latent of the edit's size (the image channels would be stretched to fit)",
+                "sample into the latent output of 'InstructPix2Pix Conditioning', or an empty latent of the edit's size")
         mask = self.region_mask
         if denoise_mask is not None and self.region_target is not None:
             given = comfy.sampler_helpers.prepare_mask(denoise_mask, noise.shape, "cpu")[:, :1].float()
@@ -159,13 +186,6 @@ class InstructPix2PixGuider(comfy.samplers.CFGGuider):
         if mask is None or self.region_target is None or sigmas.shape[-1] < 2:
             return super().sample(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
         batch = int(noise.shape[0])
-        if tuple(noise.shape[-2:]) != tuple(self.region_target.shape[-2:]):
-            size = "x".join(str(int(v) * 8) for v in reversed(noise.shape[-2:]))
-            edit = "x".join(str(int(v) * 8) for v in reversed(self.region_target.shape[-2:]))
-            raise ValueError(
-                f"{GUIDER}: the latent being sampled is {size} px but edit_latent is {edit} px; a masked edit needs "
-                "the edit's size. Fix: sample into the latent output of 'InstructPix2Pix Conditioning'."
-            )
         target = comfy.utils.resize_to_batch_size(self.region_target, batch).float()
         mask = comfy.utils.resize_to_batch_size(mask.float(), batch)
         self._region = RegionRun(mask, target, noise, sigmas)
@@ -238,7 +258,9 @@ def build_guider(node: str, model: Any, positive: list, negative: list, edit_lat
     if formula not in FORMULAS:
         raise input_error(node, "formula", f"is {formula!r}", f"one of {', '.join(FORMULAS)}",
                           "choose instructpix2pix (InstructPix2Pix, MagicBrush, HIVE, CosXL ...) or instructdiffusion")
+    check_guidance(node, text_cfg, image_cfg)
     text_image, image_only, uncond, batch = edit_conditionings(node, positive, negative, edit_latent)
+    check_text_width(node, model, {"positive": positive, "negative": negative})
     samples = edit_latent["samples"]
     if mask is None and isinstance(edit_latent.get("noise_mask"), torch.Tensor):
         mask = edit_latent["noise_mask"]  # core Set Latent Noise Mask on the edit latent, as KSampler honours it
@@ -314,11 +336,25 @@ class Guider(io.ComfyNode):
         return io.NodeOutput(guider)
 
 
-def edit_sigmas(model: Any, scheduler: str, steps: int, denoise: float) -> torch.Tensor:
-    """The sigmas KSampler would use (BasicScheduler's denoise rule: the last `steps` of a longer schedule)."""
-    total = steps if denoise >= 1.0 else int(steps / denoise)
-    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, total).cpu()
-    return sigmas[-(steps + 1):]
+def check_sampling_names(node: str, sampler_name: str, scheduler: str) -> None:
+    """Refuse a sampler or scheduler this ComfyUI does not have (a workflow saved on another version;
+    some hosts do not check a V3 node's option lists, and KSampler would silently swap in its first)."""
+    for input_name, value, known in (("sampler_name", sampler_name, comfy.samplers.KSampler.SAMPLERS),
+                                     ("scheduler", scheduler, comfy.samplers.KSampler.SCHEDULERS)):
+        if value not in known:
+            raise input_error(node, input_name, f"is {value!r}, which this ComfyUI does not have",
+                              f"one of {', '.join(known)}",
+                              "pick one from the list (the workflow was saved with another ComfyUI version)")
+
+
+def edit_sigmas(model: Any, scheduler: str, steps: int, denoise: float, sampler_name: str = "euler") -> torch.Tensor:
+    """The sigmas core KSampler uses for these settings, taken from the host's KSampler itself:
+    BasicScheduler's denoise rule (the last `steps` of a longer schedule), no sigmas at denoise 0,
+    and the schedule one step longer with its penultimate sigma dropped for the samplers listed in
+    KSampler.DISCARD_PENULTIMATE_SIGMA_SAMPLERS (dpm_2, uni_pc, ...)."""
+    ksampler = comfy.samplers.KSampler(model, steps=steps, device="cpu", sampler=sampler_name, scheduler=scheduler,
+                                       denoise=denoise)
+    return ksampler.sigmas.cpu()
 
 
 def item_of(conditioning: list, index: int, batch: int) -> list:
@@ -342,6 +378,7 @@ def run_edit(node: str, model: Any, positive: list, negative: list, edit_latent:
     `batch` forces the batch (a sweep samples one image as many cells); `callback` replaces the
     default progress bar with previews.
     """
+    check_sampling_names(node, sampler_name, scheduler)
     if mask is None and isinstance(edit_latent.get("noise_mask"), torch.Tensor):
         mask = edit_latent["noise_mask"]
     mask = as_mask(node, mask) if mask is not None else None
@@ -352,8 +389,8 @@ def run_edit(node: str, model: Any, positive: list, negative: list, edit_latent:
         start = torch.zeros((batch, *image_latent.shape[1:]), dtype=image_latent.dtype)
     else:
         start = comfy.utils.resize_to_batch_size(image_latent, batch).clone()
-    sigmas = edit_sigmas(model, scheduler, steps, denoise)
-    if sigmas.numel() < 2:  # denoise 0: nothing to sample
+    sigmas = edit_sigmas(model, scheduler, steps, denoise, sampler_name)
+    if sigmas.numel() < 2:  # denoise 0: nothing to sample, the input comes back (as core KSampler)
         return start
     start = comfy.sample.fix_empty_latent_channels(model, start)
     sampler = sampler_for(sampler_name, noise_mode, tuple(start.shape), seed, sigmas, model.load_device)

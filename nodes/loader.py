@@ -3,8 +3,12 @@ folder). Both detect the family from tensor names and shapes (ipx2p_core.familie
 host's own model objects, and say what they loaded in `info`."""
 from __future__ import annotations
 
+import inspect
 import logging
 import os
+import pickle
+import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,10 +24,10 @@ import comfy.utils
 import folder_paths
 import torch
 
-from ..ipx2p_core.checkpoint import UNET_PREFIX, WEIGHT_MODES, plan_weights
-from ..ipx2p_core.families import Family, UnsupportedModel, detect_family, info_text, unet_facts
+from ..ipx2p_core.checkpoint import UNET_PREFIX, WEIGHT_MODES, plan_weights, safetensors_problem
+from ..ipx2p_core.families import Family, UnsupportedModel, detect_family, family_by_key, info_text, unet_facts
 from ._comfy import io
-from .common import input_error
+from .common import executing_node, input_error
 
 log = logging.getLogger(__name__)
 NODE = "IPX2P_CheckpointLoader"
@@ -110,6 +114,8 @@ def load_sd2(state_dict: dict, metadata: dict | None, model_options: dict) -> tu
         state_dict, output_vae=True, output_clip=True, output_model=False,
         embedding_directory=folder_paths.get_folder_paths("embeddings"), metadata=metadata,
     )
+    if loaded is None or loaded[1] is None:
+        raise RuntimeError("ComfyUI could not build the text encoder of this SD2.x file; is it complete?")
     clip, vae = loaded[1], loaded[2]
     unet_config = comfy.model_detection.detect_unet_config(state_dict, UNET_PREFIX)
     config = SD2InstructPix2Pix(unet_config)
@@ -129,27 +135,52 @@ def load_sd2(state_dict: dict, metadata: dict | None, model_options: dict) -> tu
 
 
 # -- loading a state dict with the host ---------------------------------------------------------------
-def host_load(state_dict: dict, metadata: dict | None, model_options: dict, clip_and_vae: bool = True) -> tuple[Any, Any, Any]:
+def host_load(state_dict: dict, metadata: dict | None, model_options: dict, clip_and_vae: bool = True,
+              disable_dynamic: bool = False) -> tuple[Any, Any, Any]:
+    """MODEL, CLIP, VAE through the host's own loader. The family was detected by the pack before
+    (newer hosts no longer return None for an undetected file: they load a bare diffusion model)."""
+    extra = {}
+    if disable_dynamic and "disable_dynamic" in inspect.signature(comfy.sd.load_state_dict_guess_config).parameters:
+        extra["disable_dynamic"] = True
     loaded = comfy.sd.load_state_dict_guess_config(
         state_dict, output_vae=clip_and_vae, output_clip=clip_and_vae,
         embedding_directory=folder_paths.get_folder_paths("embeddings"), metadata=metadata, model_options=model_options,
+        **extra,
     )
-    if loaded is None or loaded[0] is None:
+    if loaded is None or loaded[0] is None or (clip_and_vae and loaded[1] is None):
         raise RuntimeError("ComfyUI could not build the model from this file; is it complete?")
     return loaded[0], loaded[1], loaded[2]
 
 
-def load_single_file(path: str, family: Family, plan_mode: str, model_options: dict) -> tuple[tuple[Any, Any, Any], bool]:
+def host_loads_dynamically() -> bool:
+    """True when this ComfyUI loads models with its dynamic-VRAM patcher (NVIDIA, newer hosts). It
+    then assigns the state dict's tensors as the parameters and reloads them from the file's
+    storage markers, which only its own file loader sets: the pack loads such files the host's way."""
+    memory = sys.modules.get("comfy.memory_management")
+    return bool(getattr(memory, "aimdo_enabled", False)) and comfy.model_management.get_torch_device().type != "cpu"
+
+
+def load_single_file(path: str, family: Family, plan_mode: str, model_options: dict, clip_and_vae: bool = True,
+                     disable_dynamic: bool = False) -> tuple[tuple[Any, Any, Any], bool]:
     """(MODEL, CLIP, VAE), used EMA. safetensors: the UNet is never held twice (stand-ins, then the
-    file's tensors swapped in one at a time); pickles only through the host's weights-only loader."""
-    if not path.lower().endswith((".safetensors", ".sft")):
-        full, metadata = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
+    file's tensors swapped in one at a time), except under the host's dynamic-VRAM loading, which
+    gets the host's own file loader; pickles only through the host's weights-only loader."""
+    if host_loads_dynamically() and not disable_dynamic and path.lower().endswith((".safetensors", ".sft")):
+        full, metadata = read_checkpoint(NODE, "ckpt_name", path, return_metadata=True)
         plan = plan_weights(full.keys(), plan_mode, who=f"{NODE}: input 'weights'")
         state_dict = {target: full[source] for target, source in plan.sources.items()}
         del full
         if family.base == "SD2.x":
             return load_sd2(state_dict, metadata, model_options), plan.use_ema
-        return host_load(state_dict, metadata, model_options), plan.use_ema
+        return host_load(state_dict, metadata, model_options, clip_and_vae), plan.use_ema
+    if not path.lower().endswith((".safetensors", ".sft")):
+        full, metadata = read_checkpoint(NODE, "ckpt_name", path, return_metadata=True)
+        plan = plan_weights(full.keys(), plan_mode, who=f"{NODE}: input 'weights'")
+        state_dict = {target: full[source] for target, source in plan.sources.items()}
+        del full
+        if family.base == "SD2.x":
+            return load_sd2(state_dict, metadata, model_options), plan.use_ema
+        return host_load(state_dict, metadata, model_options, clip_and_vae, disable_dynamic), plan.use_ema
     from safetensors import safe_open
 
     with safe_open(path, framework="pt", device="cpu") as handle:
@@ -162,10 +193,10 @@ def load_single_file(path: str, family: Family, plan_mode: str, model_options: d
             state_dict = {t: handle.get_tensor(s) for t, s in plan.sources.items()}
             if family.base == "SD2.x":
                 return load_sd2(state_dict, metadata, model_options), plan.use_ema
-            return host_load(state_dict, metadata, model_options), plan.use_ema
+            return host_load(state_dict, metadata, model_options, clip_and_vae, disable_dynamic), plan.use_ema
         state_dict = {t: handle.get_tensor(s) for t, s in plan.sources.items() if t not in unet}
         state_dict.update({t: unet_stand_in(slices[s].get_shape(), dtypes[t]) for t, s in unet.items()})  # type: ignore[arg-type]
-        loaded = host_load(state_dict, metadata, model_options)
+        loaded = host_load(state_dict, metadata, model_options, clip_and_vae, disable_dynamic)
         del state_dict
         fetch = {t[len(UNET_PREFIX):]: (lambda s=s: handle.get_tensor(s)) for t, s in unet.items()}
         if swap_in(loaded[0], fetch):
@@ -173,7 +204,42 @@ def load_single_file(path: str, family: Family, plan_mode: str, model_options: d
         log.warning("%s: this ComfyUI renames UNet weights; loading %s the plain way", NODE, Path(path).name)
         del loaded
         state_dict = {t: handle.get_tensor(s) for t, s in plan.sources.items()}
-        return host_load(state_dict, metadata, model_options), plan.use_ema
+        return host_load(state_dict, metadata, model_options, clip_and_vae, disable_dynamic), plan.use_ema
+
+
+def read_checkpoint(node: str, input_name: str, path: str, return_metadata: bool = False) -> Any:
+    """A whole checkpoint through the host's loader (pickles weights-only), with failures said in
+    words: a pickle that would run code is refused (nothing in it runs), a damaged file is named."""
+    name = Path(path).name
+    if path.lower().endswith((".safetensors", ".sft")):
+        check_safetensors(node, input_name, path)
+    try:
+        return comfy.utils.load_torch_file(path, safe_load=True, return_metadata=return_metadata)
+    except MemoryError:
+        raise
+    except pickle.UnpicklingError as error:
+        text = str(error)
+        called = re.search(r"GLOBAL ([\w.]+)", text)
+        if "Weights only load failed" in text and (called or "Unsupported global" in text):
+            what = f" (it calls {called.group(1)})" if called else ""
+            raise input_error(node, input_name, f"is {name}, a pickle that would run code when loaded{what}; ComfyUI's safe "
+                              "loader refused it and nothing in it ran", "a checkpoint that holds only tensors",
+                              "get this model as .safetensors (or a plain weights .ckpt) from its publisher; do not load "
+                              "files you do not trust") from None
+        raise input_error(node, input_name, f"is {name}, which is not a readable checkpoint (damaged or another format)",
+                          "a complete .ckpt / .safetensors checkpoint", "download the file again") from None
+    except Exception as error:  # zip, EOF and format errors of a damaged or foreign file
+        size = os.path.getsize(path)
+        state = "is empty (0 bytes)" if size == 0 else f"is not a readable checkpoint ({type(error).__name__} while reading)"
+        raise input_error(node, input_name, f"is {name}, which {state}", "a complete .ckpt / .safetensors checkpoint",
+                          "download the file again, or pick another file") from None
+
+
+def check_safetensors(node: str, input_name: str, path: str) -> None:
+    problem = safetensors_problem(path)
+    if problem is not None:
+        raise input_error(node, input_name, f"is {Path(path).name}, which {problem}", "a complete .safetensors checkpoint",
+                          "download the file again (check its size against the publisher's)")
 
 
 def file_shapes(path: str) -> tuple[dict[str, list[int]], dict | None]:
@@ -182,13 +248,10 @@ def file_shapes(path: str) -> tuple[dict[str, list[int]], dict | None]:
     if path.lower().endswith((".safetensors", ".sft")):
         from safetensors import safe_open
 
-        try:
-            with safe_open(path, framework="pt", device="cpu") as handle:
-                return {key: list(handle.get_slice(key).get_shape()) for key in handle.keys()}, None
-        except Exception as error:  # a truncated or corrupt header: say so on the node
-            raise input_error(NODE, "ckpt_name", f"is {Path(path).name}, which is not a readable safetensors file ({error})",
-                              "a complete .safetensors checkpoint", "download the file again") from error
-    full = comfy.utils.load_torch_file(path, safe_load=True)
+        check_safetensors(NODE, "ckpt_name", path)
+        with safe_open(path, framework="pt", device="cpu") as handle:
+            return {key: list(handle.get_slice(key).get_shape()) for key in handle.keys()}, None
+    full = read_checkpoint(NODE, "ckpt_name", path)
     return {key: list(value.shape) for key, value in full.items() if hasattr(value, "shape")}, None
 
 
@@ -202,19 +265,42 @@ def _carries_image(cond: dict) -> bool:
     return isinstance(tensor, torch.Tensor) and bool(torch.count_nonzero(tensor))
 
 
-def require_edit_image(executor: Any, model: Any, conds: list, x_in: torch.Tensor, timestep: Any, model_options: dict) -> Any:
-    """CALC_COND_BATCH wrapper on the loaded model: refuse a step in which no branch carries the
-    input image. Core samplers would otherwise run the 8-channel UNet on a zero image, silently
-    generating instead of editing. Checked across all branches of a step, since the
-    unconditional branch legitimately has a zero image."""
-    if not any(_carries_image(cond) for branch in conds if branch for cond in branch):
-        raise ValueError(
-            f"{NODE}: the InstructPix2Pix MODEL is being sampled with conditionings that carry no input image "
-            "(no concat_latent_image in any branch), so it would generate instead of editing; expected the image "
-            "latent in the conditioning. Fix: use 'InstructPix2Pix Edit' or 'InstructPix2Pix Guider', or pass "
-            "positive/negative through 'InstructPix2Pix Conditioning' (or core InstructPixToPixConditioning)."
-        )
-    return executor(model, conds, x_in, timestep, model_options)
+class EditModelGuard:
+    """CALC_COND_BATCH wrapper on a loaded edit model, for every sampler that runs it (the pack's,
+    core KSampler, SamplerCustomAdvanced):
+    - refuse a step in which no branch carries the input image: core samplers would otherwise run
+      the 8-channel UNet on a zero image, silently generating instead of editing (checked across
+      all branches, since the unconditional branch legitimately has a zero image);
+    - refuse a non-finite prediction at once, naming its cause (a damaged weight, or an overflow),
+      instead of finishing the run into a NaN picture."""
+
+    def __init__(self, source_name: str) -> None:
+        self.source_name = source_name
+
+    def __call__(self, executor: Any, model: Any, conds: list, x_in: torch.Tensor, timestep: Any, model_options: dict) -> Any:
+        if not any(_carries_image(cond) for branch in conds if branch for cond in branch):
+            raise input_error(
+                executing_node("the sampler"), "positive",
+                "and 'negative' carry no input image (no concat_latent_image in any branch), so the InstructPix2Pix MODEL "
+                "would generate a picture instead of editing one", "the image latent in the conditioning",
+                "use 'InstructPix2Pix Edit' or 'InstructPix2Pix Guider', or pass positive/negative through "
+                "'InstructPix2Pix Conditioning' (or core InstructPixToPixConditioning)")
+        out = executor(model, conds, x_in, timestep, model_options)
+        if not all(bool(torch.isfinite(prediction).all()) for prediction in out if isinstance(prediction, torch.Tensor)):
+            raise self.non_finite(model, float(timestep.flatten()[0]))
+        return out
+
+    def non_finite(self, model: Any, sigma: float) -> ValueError:
+        damaged = next((name for name, weight in model.diffusion_model.named_parameters()
+                        if not bool(torch.isfinite(weight).all())), None)
+        who = executing_node("the sampler")
+        if damaged is not None:
+            return input_error(who, "model", f"(from {self.source_name}) has a UNet weight holding NaN or infinite values "
+                               f"({damaged})", "finite weights", "the checkpoint file is damaged: download it again")
+        return input_error(who, "model", f"(from {self.source_name}) predicted NaN or infinite values at sigma {sigma:.4g}, "
+                           "though its weights are finite (a computation overflowed)", "finite predictions",
+                           "load it with weight_dtype fp32 or bf16 (fp16 activations overflow in some models), or start "
+                           "ComfyUI with --force-fp32")
 
 
 def prediction_text(model: Any) -> str:
@@ -242,7 +328,43 @@ def finish(node: str, model: Any, family: Family, source_name: str) -> None:
             f"{node}: {source_name} is {family.name}, but this ComfyUI built {built} ({model_type}); expected "
             f"{family.host_class}{' with EDM v-prediction' if family.edm else ''}. Fix: update ComfyUI."
         )
-    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, IMAGE_CHECK_KEY, require_edit_image)
+    stand_ins = [name for name, tensor in [*model.model.diffusion_model.named_parameters(),
+                                           *model.model.diffusion_model.named_buffers()]
+                 if tensor.numel() > 1 and 0 in tensor.stride()]
+    if stand_ins:
+        raise RuntimeError(f"{node}: {len(stand_ins)} UNet tensors of {source_name} were not loaded (e.g. {stand_ins[0]}): "
+                           "this ComfyUI loads weights in a way the pack does not know. Fix: update the pack and report it.")
+    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, IMAGE_CHECK_KEY,
+                               EditModelGuard(source_name))
+
+
+def register_reload(model: Any, factory: Callable[..., Any], arguments: tuple) -> None:
+    """Tell the host how to load this MODEL afresh (newer ComfyUI's `cached_patcher_init`, which its
+    own checkpoint loader sets): with dynamic VRAM it builds a non-dynamic copy that way when
+    conditionings carry hooks (e.g. Create Hook LoRA), and for torch.compile. The host calls
+    factory(*arguments, disable_dynamic=True)."""
+    if hasattr(model, "cached_patcher_init"):
+        model.cached_patcher_init = (factory, arguments)
+
+
+def reload_checkpoint_model(ckpt_path: str, weights: str, weight_dtype: str, disable_dynamic: bool = False) -> Any:
+    """The MODEL of a single-file checkpoint, loaded afresh as the checkpoint loader loads it."""
+    shapes, _ = file_shapes(ckpt_path)
+    family = detect_family(unet_facts(shapes))
+    (model, _, _), _ = load_single_file(ckpt_path, family, weights, model_options_for(weight_dtype, NODE),
+                                        clip_and_vae=False, disable_dynamic=disable_dynamic)
+    finish(NODE, model, family, Path(ckpt_path).name)
+    register_reload(model, reload_checkpoint_model, (ckpt_path, weights, weight_dtype))
+    return model
+
+
+def reload_diffusers_model(unet_path: str, family_key: str, weight_dtype: str, disable_dynamic: bool = False) -> Any:
+    """The MODEL of a diffusers folder's UNet, loaded afresh as the diffusers loader loads it."""
+    family = family_by_key(family_key)
+    model = load_diffusers_unet(unet_path, family, model_options_for(weight_dtype, DIFFUSERS_NODE), disable_dynamic)
+    finish(DIFFUSERS_NODE, model, family, unet_path)
+    register_reload(model, reload_diffusers_model, (unet_path, family_key, weight_dtype))
+    return model
 
 
 class CheckpointLoader(io.ComfyNode):
@@ -282,8 +404,17 @@ class CheckpointLoader(io.ComfyNode):
             raise input_error(NODE, "ckpt_name", f"is {ckpt_name}, which holds {str(error).split('; expected')[0]}",
                               "an 8-channel InstructPix2Pix-style UNet", str(error).split("Fix: ")[-1]) from None
         assert facts is not None
+        if weights not in WEIGHT_MODES:
+            raise input_error(NODE, "weights", f"is {weights!r}", f"one of {', '.join(WEIGHT_MODES)}", "choose auto")
+        if not any(key.startswith(UNET_PREFIX) for key in shapes):
+            naming = "diffusers'" if facts.layout == "diffusers" else "a bare UNet's"
+            raise input_error(NODE, "ckpt_name", f"is {ckpt_name}, which holds only a {family.name} UNet in {naming} naming "
+                              "(no text encoder, no VAE)", "a full single-file checkpoint (model.diffusion_model.*, text "
+                              "encoder, VAE)", "load the full checkpoint; for a diffusers UNet put it in a folder's unet/ "
+                              "and use 'Load InstructPix2Pix (diffusers folder)' with clip_vae_from set to a checkpoint")
         (model, clip, vae), used_ema = load_single_file(path, family, weights, model_options)
         finish(NODE, model, family, ckpt_name)
+        register_reload(model, reload_checkpoint_model, (path, weights, weight_dtype))
         has_ema = any(key.startswith("model_ema.") for key in shapes)
         weights_text = ("EMA (model_ema.*)" if used_ema else
                         "non-EMA (the file's EMA copy is not used)" if has_ema else "the file's only copy (no EMA)")
@@ -372,17 +503,18 @@ def diffusers_unet_config(shapes_only: dict[str, torch.Tensor]) -> dict:
     return config
 
 
-def load_diffusers_unet(unet_path: str, family: Family, model_options: dict) -> Any:
+def load_diffusers_unet(unet_path: str, family: Family, model_options: dict, disable_dynamic: bool = False) -> Any:
     """The UNet of a diffusers folder as the host's model: the host's diffusers-to-LDM key map
-    (comfy.utils.unet_to_diffusers), the model built from stand-ins, the file's tensors swapped in."""
+    (comfy.utils.unet_to_diffusers), the model built from stand-ins, the file's tensors swapped in
+    (under dynamic-VRAM loading: the host's own file loader and the whole state dict)."""
     from safetensors import safe_open
 
-    if not unet_path.endswith(".safetensors"):
-        stored = comfy.utils.load_torch_file(unet_path, safe_load=True)
+    if not unet_path.endswith(".safetensors") or (host_loads_dynamically() and not disable_dynamic):
+        stored = read_checkpoint(DIFFUSERS_NODE, "model_path", unet_path)
         unet_config = diffusers_unet_config(stored)
         key_map = comfy.utils.unet_to_diffusers(unet_config)
         state_dict = {UNET_PREFIX + key_map[k]: v for k, v in stored.items() if k in key_map}
-        return host_load(state_dict, None, model_options, clip_and_vae=False)[0]
+        return host_load(state_dict, None, model_options, clip_and_vae=False, disable_dynamic=disable_dynamic)[0]
     with safe_open(unet_path, framework="pt", device="cpu") as handle:
         slices = {key: handle.get_slice(key) for key in handle.keys()}
         shapes_only = {k: unet_stand_in(s.get_shape(), SAFETENSORS_DTYPES.get(s.get_dtype(), torch.float32))
@@ -391,7 +523,7 @@ def load_diffusers_unet(unet_path: str, family: Family, model_options: dict) -> 
         # The host's map names every tensor such a UNet can have; a given UNet has a subset.
         key_map = {k: v for k, v in comfy.utils.unet_to_diffusers(unet_config).items() if k in slices}
         state_dict = {UNET_PREFIX + key_map[k]: shapes_only[k] for k in key_map}
-        model = host_load(state_dict, None, model_options, clip_and_vae=False)[0]
+        model = host_load(state_dict, None, model_options, clip_and_vae=False, disable_dynamic=disable_dynamic)[0]
         expected = set(dict(model.model.diffusion_model.named_parameters()))
         missing = sorted(expected - set(key_map.values()))
         if missing:
@@ -440,10 +572,11 @@ class DiffusersLoader(io.ComfyNode):
         if unet_path.endswith(".safetensors"):
             from safetensors import safe_open
 
+            check_safetensors(DIFFUSERS_NODE, "model_path", unet_path)
             with safe_open(unet_path, framework="pt", device="cpu") as handle:
                 shapes = {key: list(handle.get_slice(key).get_shape()) for key in handle.keys()}
         else:
-            shapes = {k: list(v.shape) for k, v in comfy.utils.load_torch_file(unet_path, safe_load=True).items()}
+            shapes = {k: list(v.shape) for k, v in read_checkpoint(DIFFUSERS_NODE, "model_path", unet_path).items()}
         facts = unet_facts(shapes)
         try:
             family = detect_family(facts)
@@ -457,6 +590,7 @@ class DiffusersLoader(io.ComfyNode):
                               "load SD2.x edit models as single files with 'Load InstructPix2Pix Checkpoint'")
         model = load_diffusers_unet(unet_path, family, model_options)
         finish(DIFFUSERS_NODE, model, family, model_path)
+        register_reload(model, reload_diffusers_model, (unet_path, family.key, weight_dtype))
         clip, vae = cls.text_and_vae(folder, family, clip_vae_from, model_path)
         stored = {"F16": "fp16", "F32": "fp32", "BF16": "bf16"}.get(_stored_from_diffusers(unet_path), "unknown")
         info = info_text(family, facts, "the folder's (diffusers folders keep no EMA copy)", dtype_text(model, stored),
@@ -467,7 +601,7 @@ class DiffusersLoader(io.ComfyNode):
     def text_and_vae(folder: str, family: Family, clip_vae_from: str, model_path: str) -> tuple[Any, Any]:
         if clip_vae_from != FROM_FOLDER:
             path = folder_paths.get_full_path_or_raise("checkpoints", clip_vae_from)
-            state_dict, metadata = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
+            state_dict, metadata = read_checkpoint(DIFFUSERS_NODE, "clip_vae_from", path, return_metadata=True)
             other = unet_facts({k: list(v.shape) for k, v in state_dict.items() if hasattr(v, "shape")})
             if other is not None and other.base != family.base:
                 raise input_error(DIFFUSERS_NODE, "clip_vae_from", f"is {clip_vae_from}, an {other.base} checkpoint",
@@ -475,6 +609,10 @@ class DiffusersLoader(io.ComfyNode):
             loaded = comfy.sd.load_state_dict_guess_config(
                 state_dict, output_vae=True, output_clip=True, output_model=False,
                 embedding_directory=folder_paths.get_folder_paths("embeddings"), metadata=metadata)
+            if loaded is None or loaded[1] is None:  # newer hosts load an undetected file as a bare diffusion model
+                raise input_error(DIFFUSERS_NODE, "clip_vae_from", f"is {clip_vae_from}, which has no text encoder ComfyUI "
+                                  "recognises", f"an {family.base} checkpoint with its text encoder and VAE",
+                                  f"choose a full {family.base} checkpoint")
             return loaded[1], loaded[2]
         encoders = [first_file(os.path.join(folder, name), TEXT_FILES) for name in ("text_encoder", "text_encoder_2")]
         vae_path = first_file(os.path.join(folder, "vae"), UNET_FILES)
@@ -485,10 +623,10 @@ class DiffusersLoader(io.ComfyNode):
             raise input_error(DIFFUSERS_NODE, "clip_vae_from", f"is '{FROM_FOLDER}' but {model_path} lacks {', '.join(lacking)}",
                               "a folder with its text encoder(s) and VAE, or a checkpoint to take them from",
                               f"choose an {family.base} checkpoint in clip_vae_from")
-        texts = [hub_text_encoder(comfy.utils.load_torch_file(p, safe_load=True)) for p in encoders[:wanted] if p]
+        texts = [hub_text_encoder(read_checkpoint(DIFFUSERS_NODE, "model_path", p)) for p in encoders[:wanted] if p]
         clip = comfy.sd.load_text_encoder_state_dicts(texts, embedding_directory=folder_paths.get_folder_paths("embeddings"))
         check_text_encoders(clip, texts, model_path)
-        vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(vae_path, safe_load=True))
+        vae = comfy.sd.VAE(sd=read_checkpoint(DIFFUSERS_NODE, "model_path", vae_path))
         return clip, vae
 
 

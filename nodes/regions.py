@@ -11,7 +11,7 @@ from ..ipx2p_core.geometry import Stitch, bounding_box, edit_fit, picture_to_fit
 from ..ipx2p_core.image import RESIZE_MODES
 from ..ipx2p_core.paste import PasteSettings, batch_of, crop_for_edit, mask_on_picture, paste_back, stitch_back
 from ._comfy import io
-from .common import as_mask, input_error
+from .common import as_image, as_mask, input_error
 
 log = logging.getLogger(__name__)
 PASTE = "IPX2P_PasteBack"
@@ -21,19 +21,6 @@ BLENDS = ("mask", "region")
 
 # The crop and how to undo it, passed from Crop For Edit to Stitch Edit.
 StitchType = io.Custom("IPX2P_STITCH")
-
-
-def as_image(node: str, image: Any, input_name: str) -> torch.Tensor:
-    """An IMAGE input [B,H,W,C] with 3 or 4 channels (alpha is ignored), checked."""
-    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[-1] not in (1, 3, 4):
-        shape = list(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-        raise input_error(node, input_name, f"is {shape}", "an IMAGE [batch, height, width, 3]", "connect an image")
-    if image.shape[0] == 0 or image.shape[1] == 0 or image.shape[2] == 0:
-        raise input_error(node, input_name, f"is empty (shape {list(image.shape)})", "at least one picture",
-                          "connect a non-empty image")
-    if image.shape[-1] == 1:
-        image = image.expand(*image.shape[:-1], 3)
-    return image[..., :3]
 
 
 def mask_for_picture(node: str, mask: Any, height: int, width: int, edit_size: tuple[int, int] | None) -> tuple[torch.Tensor, bool]:

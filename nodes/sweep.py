@@ -16,7 +16,10 @@ from ..ipx2p_core.sweep import (
 from ._comfy import io
 from .common import edit_conditionings, input_error
 from .drawing import draw_grid
-from .guider import IMAGE_CFG_TOOLTIP, TEXT_CFG_TOOLTIP, edit_sigmas, formula_input, guidance_inputs, mask_input, run_edit
+from .guider import (
+    IMAGE_CFG_TOOLTIP, TEXT_CFG_TOOLTIP, check_sampling_names, edit_sigmas, formula_input, guidance_inputs, mask_input,
+    run_edit,
+)
 from .sampling import sampler_for
 
 NODE = "IPX2P_GuidanceSweep"
@@ -105,6 +108,7 @@ class GuidanceSweep(io.ComfyNode):
                 formula: str = INSTRUCTPIX2PIX) -> io.NodeOutput:
         if mode not in MODES:
             raise input_error(NODE, "mode", f"is {mode!r}", "grid or random", "choose grid or random")
+        check_sampling_names(NODE, sampler_name, scheduler)
         _, _, _, batch = edit_conditionings(NODE, positive, negative, edit_latent)
         if batch != 1:
             raise input_error(NODE, "positive", f"and edit_latent make a batch of {batch}",
@@ -149,7 +153,7 @@ def sweep_latents(model: Any, positive: list, negative: list, edit_latent: dict,
     for branches, members in groups.items():
         size = cells_per_run or cells_that_fit(model, len(branches), shape, len(members))
         runs.extend(members[start:start + size] for start in range(0, len(members), size))
-    sigmas = edit_sigmas(model, scheduler, steps, denoise)
+    sigmas = edit_sigmas(model, scheduler, steps, denoise, sampler_name)
     steps_per_run = max(0, sigmas.shape[-1] - 1)
     total = 0
     for run in runs:

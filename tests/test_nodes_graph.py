@@ -296,7 +296,7 @@ def test_edit_can_be_interrupted(host, ip2p_ckpt, input_image):
     g, _ = edit_graph(host, ip2p_ckpt.name, input_image, steps=6)
 
     def cancel_after_second_step(value, total):
-        if total == 6 and value == 2:
+        if total == 6 and value >= 2:  # newer hosts may skip an update (throttled): not "== 2"
             comfy.model_management.interrupt_current_processing(True)
 
     host.progress_listener = cancel_after_second_step
@@ -307,7 +307,7 @@ def test_edit_can_be_interrupted(host, ip2p_ckpt, input_image):
         comfy.model_management.interrupt_current_processing(False)
     assert not result.success
     assert any(event == "execution_interrupted" for event, _ in result.events)
-    assert max(value for value, total, _ in result.progress if total == 6) == 2
+    assert 2 <= max(value for value, total, _ in result.progress if total == 6) < 6
     # the host is still usable afterwards
     g2, _ = edit_graph(host, ip2p_ckpt.name, input_image, steps=1)
     run_ok(host, g2)
