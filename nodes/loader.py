@@ -165,15 +165,8 @@ def load_single_file(path: str, family: Family, plan_mode: str, model_options: d
     """(MODEL, CLIP, VAE), used EMA. safetensors: the UNet is never held twice (stand-ins, then the
     file's tensors swapped in one at a time), except under the host's dynamic-VRAM loading, which
     gets the host's own file loader; pickles only through the host's weights-only loader."""
-    if host_loads_dynamically() and not disable_dynamic and path.lower().endswith((".safetensors", ".sft")):
-        full, metadata = read_checkpoint(NODE, "ckpt_name", path, return_metadata=True)
-        plan = plan_weights(full.keys(), plan_mode, who=f"{NODE}: input 'weights'")
-        state_dict = {target: full[source] for target, source in plan.sources.items()}
-        del full
-        if family.base == "SD2.x":
-            return load_sd2(state_dict, metadata, model_options), plan.use_ema
-        return host_load(state_dict, metadata, model_options, clip_and_vae), plan.use_ema
-    if not path.lower().endswith((".safetensors", ".sft")):
+    whole_file = not path.lower().endswith((".safetensors", ".sft")) or (host_loads_dynamically() and not disable_dynamic)
+    if whole_file:  # the host's own file loader: pickles (weights-only), and every file under dynamic VRAM
         full, metadata = read_checkpoint(NODE, "ckpt_name", path, return_metadata=True)
         plan = plan_weights(full.keys(), plan_mode, who=f"{NODE}: input 'weights'")
         state_dict = {target: full[source] for target, source in plan.sources.items()}
