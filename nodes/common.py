@@ -34,9 +34,13 @@ def executing_node(default: str) -> str:
         return default
 
 
+def model_unet_config(model: Any) -> dict:
+    """The host's UNet config of a MODEL ({} when the host keeps none)."""
+    return getattr(getattr(model.model, "model_config", None), "unet_config", None) or {}
+
+
 def model_in_channels(model: Any) -> int | None:
-    unet_config = getattr(getattr(model.model, "model_config", None), "unet_config", None) or {}
-    channels = unet_config.get("in_channels")
+    channels = model_unet_config(model).get("in_channels")
     return int(channels) if channels is not None else None
 
 
@@ -105,8 +109,7 @@ def check_guidance(node: str, text_cfg: Any, image_cfg: Any) -> None:
 def check_text_width(node: str, model: Any, conditionings: dict[str, list[Any]]) -> None:
     """The conditioning's token width must be the model's cross-attention width (768 for SD1.5,
     1024 for SD2.x, 2048 for SDXL): a conditioning from another text encoder cannot be used."""
-    unet_config = getattr(getattr(model.model, "model_config", None), "unet_config", None) or {}
-    width = unet_config.get("context_dim")
+    width = model_unet_config(model).get("context_dim")
     if width is None:
         return
     for input_name, conditioning in conditionings.items():

@@ -416,24 +416,16 @@ def _(g, s):
     edit(g, loader, positive, negative, encoded, mask=(rect_mask(g, 200, 100, 50, 20, 80, 60), 0))
 
 
-@case
-@refused("paste_back_mask_wrong_size", "IPX2P_PasteBack", "mask", "50x70")
-def _(g, s):
-    picture = g.add("LoadImage", image=s.picture)
-    paste = g.add("IPX2P_PasteBack", original=(picture, 0), edited=(picture, 0),
-                  mask=(g.add("SolidMask", value=1.0, width=50, height=70), 0), threshold=0.06, grow=0, feather=0,
-                  color_match=False, resize="keep", resolution=64)
-    g.add("SaveImage", images=(paste, 0), filename_prefix="bad")
-
-
-@case
-@refused("paste_back_mask_all_zero", "IPX2P_PasteBack", "mask", "selects nothing")
-def _(g, s):
-    picture = g.add("LoadImage", image=s.picture)
-    paste = g.add("IPX2P_PasteBack", original=(picture, 0), edited=(picture, 0),
-                  mask=(g.add("SolidMask", value=0.0, width=64, height=64), 0), threshold=0.06, grow=0, feather=0,
-                  color_match=False, resize="keep", resolution=64)
-    g.add("SaveImage", images=(paste, 0), filename_prefix="bad")
+# Paste Back's mask: (case, mask width, height, value, words)
+for case_id, width, height, value, words in (("paste_back_mask_wrong_size", 50, 70, 1.0, ("50x70",)),
+                                             ("paste_back_mask_all_zero", 64, 64, 0.0, ("selects nothing",))):
+    def build(g, s, width=width, height=height, value=value):
+        picture = g.add("LoadImage", image=s.picture)
+        paste = g.add("IPX2P_PasteBack", original=(picture, 0), edited=(picture, 0),
+                      mask=(g.add("SolidMask", value=value, width=width, height=height), 0), threshold=0.06, grow=0,
+                      feather=0, color_match=False, resize="keep", resolution=64)
+        g.add("SaveImage", images=(paste, 0), filename_prefix="bad")
+    case(Case(case_id, build, "IPX2P_PasteBack", "mask", words))
 
 
 @case
@@ -598,25 +590,3 @@ def test_the_catalogue_is_large_enough_and_in_the_readme():
     readme = (REPO_ROOT / "README.md").read_text()
     missing = [c.id for c in CASES if f"`{c.id}`" not in readme]
     assert not missing, f"README 'Bad inputs' lacks {missing}"
-
-
-@pytest.mark.floor
-def test_interrupt_mid_sampling_then_a_good_prompt(host, setup):
-    import comfy.model_management
-
-    g = Graph()
-    loader, _, positive, negative, encoded = edit_inputs(g, setup)
-    edit(g, loader, positive, negative, encoded, steps=5, seed=77)
-
-    def cancel(value, total):
-        if total == 5 and value >= 2:
-            comfy.model_management.interrupt_current_processing(True)
-
-    host.progress_listener = cancel
-    try:
-        result = host.run(g.prompt)
-    finally:
-        host.progress_listener = None
-        comfy.model_management.interrupt_current_processing(False)
-    assert not result.success and any(event == "execution_interrupted" for event, _ in result.events)
-    assert_good_prompt_runs(host, setup)

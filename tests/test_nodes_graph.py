@@ -290,6 +290,7 @@ def test_edit_reports_progress_with_previews(host, ip2p_ckpt, input_image):
     assert all(had_preview for _, had_preview in steps)
 
 
+@pytest.mark.floor
 def test_edit_can_be_interrupted(host, ip2p_ckpt, input_image):
     import comfy.model_management
 
