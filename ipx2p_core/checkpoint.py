@@ -7,8 +7,13 @@ LitEma buffers are (the parameter name with its dots removed). The original samp
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 UNET_PREFIX = "model.diffusion_model."
 EMA_PREFIX = "model_ema."
@@ -144,3 +149,86 @@ def safetensors_problem(path: str) -> str | None:
         return (f"is cut off: its tensors need {data_end / 1e6:.1f} MB of data, the file holds {max(available, 0) / 1e6:.1f} MB "
                 "(an unfinished download or copy)")
     return None
+
+
+# safetensors dtype names -> (torch dtype name, bytes per element)
+SAFETENSORS_TORCH_DTYPES = {"F64": ("float64", 8), "F32": ("float32", 4), "F16": ("float16", 2), "BF16": ("bfloat16", 2),
+                            "I64": ("int64", 8), "I32": ("int32", 4), "I16": ("int16", 2), "I8": ("int8", 1),
+                            "U8": ("uint8", 1), "BOOL": ("bool", 1)}
+
+
+class SafetensorsReader:
+    """Reads tensors of a .safetensors file with plain file reads into freshly allocated memory.
+
+    The safetensors library maps the whole file and hands out views of that mapping: a tensor kept
+    from it keeps the mapping, and every page read through it (e.g. the text encoder and VAE, copied
+    once by the host) stays resident. Tensors from this reader own their memory and map nothing,
+    so after loading the process holds what the model holds and no file page."""
+
+    def __init__(self, path: str) -> None:
+        import json
+        import struct
+
+        self.path = path
+        self._file = open(path, "rb")  # noqa: SIM115 - closed by close() / the context manager
+        try:
+            (length,) = struct.unpack("<Q", self._file.read(8))
+            if length > SAFETENSORS_MAX_HEADER:
+                raise ValueError(f"{path}: not a safetensors file")
+            header = json.loads(self._file.read(length).decode("utf-8"))
+        except Exception:
+            self._file.close()
+            raise
+        self.metadata = header.pop("__metadata__", None)
+        self.entries: dict[str, dict] = header
+        self._data_start = 8 + length
+
+    def __enter__(self) -> SafetensorsReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def keys(self) -> list[str]:
+        return list(self.entries)
+
+    def shape(self, key: str) -> list[int]:
+        return list(self.entries[key]["shape"])
+
+    def dtype_name(self, key: str) -> str:
+        """The file's dtype name ("F32", "F16", ...)."""
+        return str(self.entries[key]["dtype"])
+
+    def read(self, key: str) -> torch.Tensor:
+        """A new tensor (contiguous, CPU) holding the stored values of `key`."""
+        import torch
+
+        if sys.byteorder != "little":
+            raise ValueError("safetensors files are little-endian; this machine is not")
+        entry = self.entries[key]
+        stored = entry["dtype"]
+        if stored not in SAFETENSORS_TORCH_DTYPES:
+            raise ValueError(f"{self.path}: tensor {key!r} has dtype {stored}, which this reader does not know")
+        dtype_name, width = SAFETENSORS_TORCH_DTYPES[stored]
+        shape = [int(n) for n in entry["shape"]]
+        begin, end = (int(v) for v in entry["data_offsets"])
+        count = 1
+        for n in shape:
+            count *= n
+        if end - begin != count * width:
+            raise ValueError(f"{self.path}: tensor {key!r} holds {end - begin} bytes; shape {shape} of {stored} needs "
+                             f"{count * width} (the file is damaged)")
+        buffer = torch.empty(end - begin, dtype=torch.uint8)
+        if count:
+            self._file.seek(self._data_start + begin)
+            view = memoryview(buffer.numpy())  # type: ignore[arg-type]  # ndarray is a buffer; numpy 1.x stubs say not
+            done = 0
+            while done < len(view):  # readinto may return fewer bytes than asked (pipes, network files)
+                got = self._file.readinto(view[done:])
+                if not got:
+                    raise ValueError(f"{self.path}: the file ends inside tensor {key!r} (cut off)")
+                done += got
+        return buffer.view(getattr(torch, dtype_name)).reshape(shape)

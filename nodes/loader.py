@@ -24,7 +24,7 @@ import comfy.utils
 import folder_paths
 import torch
 
-from ..ipx2p_core.checkpoint import UNET_PREFIX, WEIGHT_MODES, plan_weights, safetensors_problem
+from ..ipx2p_core.checkpoint import UNET_PREFIX, WEIGHT_MODES, SafetensorsReader, plan_weights, safetensors_problem
 from ..ipx2p_core.families import Family, UnsupportedModel, detect_family, family_by_key, info_text, unet_facts
 from ._comfy import io
 from .common import executing_node, input_error
@@ -190,14 +190,18 @@ def load_single_file(path: str, family: Family, plan_mode: str, model_options: d
         state_dict = {t: handle.get_tensor(s) for t, s in plan.sources.items() if t not in unet}
         state_dict.update({t: unet_stand_in(slices[s].get_shape(), dtypes[t]) for t, s in unet.items()})  # type: ignore[arg-type]
         loaded = host_load(state_dict, metadata, model_options, clip_and_vae, disable_dynamic)
-        del state_dict
-        fetch = {t[len(UNET_PREFIX):]: (lambda s=s: handle.get_tensor(s)) for t, s in unet.items()}
+        del state_dict, slices
+    # The file's mapping is gone with the handle and the views of it (the host copied text encoder and
+    # VAE): the UNet's tensors are read into memory of their own, so no page of the file stays resident.
+    with SafetensorsReader(path) as reader:
+        fetch = {t[len(UNET_PREFIX):]: (lambda s=s: reader.read(s)) for t, s in unet.items()}
         if swap_in(loaded[0], fetch):
             return loaded, plan.use_ema
-        log.warning("%s: this ComfyUI renames UNet weights; loading %s the plain way", NODE, Path(path).name)
-        del loaded
+    log.warning("%s: this ComfyUI renames UNet weights; loading %s the plain way", NODE, Path(path).name)
+    del loaded
+    with safe_open(path, framework="pt", device="cpu") as handle:
         state_dict = {t: handle.get_tensor(s) for t, s in plan.sources.items()}
-        return host_load(state_dict, metadata, model_options, clip_and_vae, disable_dynamic), plan.use_ema
+    return host_load(state_dict, metadata, model_options, clip_and_vae, disable_dynamic), plan.use_ema
 
 
 def read_checkpoint(node: str, input_name: str, path: str, return_metadata: bool = False) -> Any:
@@ -522,10 +526,11 @@ def load_diffusers_unet(unet_path: str, family: Family, model_options: dict, dis
         if missing:
             raise input_error(DIFFUSERS_NODE, "model_path", f"has a UNet without {len(missing)} of its tensors "
                               f"(e.g. {missing[0]})", "a complete diffusers UNet", "download the unet folder again")
-        fetch = {key_map[k]: (lambda k=k: handle.get_tensor(k)) for k in key_map}
+    with SafetensorsReader(unet_path) as reader:  # memory of their own, no file mapping kept (see load_single_file)
+        fetch = {key_map[k]: (lambda k=k: reader.read(k)) for k in key_map}
         if not swap_in(model, fetch):
             raise RuntimeError(f"{DIFFUSERS_NODE}: this ComfyUI's UNet does not take the converted weights by name")
-        return model
+    return model
 
 
 class DiffusersLoader(io.ComfyNode):

@@ -1,9 +1,14 @@
 """Checkpoint inspection and EMA selection (ipx2p_core.checkpoint) on key/shape tables."""
 from __future__ import annotations
 
-import pytest
+import json
+import struct
 
-from ipx2p_core.checkpoint import ema_name, ema_pairs, inspect_checkpoint, plan_weights
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from ipx2p_core.checkpoint import SafetensorsReader, ema_name, ema_pairs, inspect_checkpoint, plan_weights
 
 UNET = {
     "model.diffusion_model.input_blocks.0.0.weight": (320, 8, 3, 3),
@@ -59,3 +64,51 @@ def test_ema_required_but_missing_or_partial():
 def test_unknown_mode():
     with pytest.raises(ValueError, match="auto, ema, non-ema"):
         plan_weights(UNET, "fp8")
+
+
+# -- reading tensors without a file mapping --------------------------------------------------------
+def mappings_of(path) -> int:
+    with open("/proc/self/maps") as maps:
+        return sum(1 for line in maps if line.rstrip("\n").endswith(" " + str(path.resolve())))
+
+
+def test_reader_returns_the_stored_tensors_and_maps_nothing(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    tensors = {
+        "f32": torch.randn(3, 5, generator=generator),
+        "f16": torch.randn(7, generator=generator).half(),
+        "bf16": torch.randn(2, 2, 2, generator=generator).bfloat16(),
+        "f64": torch.randn(4, generator=generator).double(),
+        "i64": torch.arange(-3, 6),
+        "u8": torch.arange(0, 250, 7, dtype=torch.uint8),
+        "bool": torch.tensor([True, False, True]),
+        "scalar": torch.tensor(2.5),
+        "empty": torch.zeros(0, 4),
+    }
+    path = tmp_path / "t.safetensors"
+    save_file(tensors, str(path), metadata={"v_pred": "true"})
+    expected = load_file(str(path))
+    with SafetensorsReader(str(path)) as reader:
+        assert reader.metadata == {"v_pred": "true"}
+        assert sorted(reader.keys()) == sorted(tensors)
+        got = {key: reader.read(key) for key in reader.keys()}
+        assert reader.shape("f32") == [3, 5] and reader.dtype_name("bf16") == "BF16"
+    for key, tensor in expected.items():
+        assert got[key].dtype == tensor.dtype and got[key].shape == tensor.shape
+        assert torch.equal(got[key], tensor), key
+    assert all(t.is_contiguous() for t in got.values())
+    del expected, tensor
+    assert mappings_of(path) == 0  # the tensors own their memory
+
+
+def test_reader_names_a_damaged_tensor(tmp_path):
+    path = tmp_path / "bad.safetensors"
+    header = json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 12]}}).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header + bytes(12))
+    with SafetensorsReader(str(path)) as reader, pytest.raises(ValueError, match="holds 12 bytes.*needs 16"):
+        reader.read("w")
+    cut = tmp_path / "cut.safetensors"
+    header = json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}).encode()
+    cut.write_bytes(struct.pack("<Q", len(header)) + header + bytes(8))
+    with SafetensorsReader(str(cut)) as reader, pytest.raises(ValueError, match="ends inside tensor 'w'"):
+        reader.read("w")

@@ -50,10 +50,22 @@ def counting(model):
 
 
 # -- loader -------------------------------------------------------------------------------------
+def file_mappings(path) -> int:
+    """How many memory mappings of `path` this process holds (Linux)."""
+    target = str(path.resolve())
+    with open("/proc/self/maps") as maps:
+        return sum(1 for line in maps if line.rstrip("\n").endswith(" " + target))
+
+
 @pytest.mark.floor
 @pytest.mark.parametrize(("weights", "use_ema"), [("auto", True), ("ema", True), ("non-ema", False)])
 def test_loader_picks_ema_weights(host, ip2p_ema_ckpt, weights, use_ema):
-    out = host.nodes.NODE_CLASS_MAPPINGS["IPX2P_CheckpointLoader"].execute(ckpt_name=ip2p_ema_ckpt.name, weights=weights)
+    mapped_before = file_mappings(ip2p_ema_ckpt)
+    # fp16 as stored: no conversion copies the tensors, so a UNet weight that were a view of the file's
+    # mapping would keep the mapping (and with it every page read, text encoder and VAE included).
+    out = host.nodes.NODE_CLASS_MAPPINGS["IPX2P_CheckpointLoader"].execute(ckpt_name=ip2p_ema_ckpt.name, weights=weights,
+                                                                          weight_dtype="fp16")
+    assert file_mappings(ip2p_ema_ckpt) == mapped_before
     unet = out.result[0].model.diffusion_model
     loaded = {**dict(unet.named_parameters()), **dict(unet.named_buffers())}
     prefix = "model.diffusion_model."
