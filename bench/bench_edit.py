@@ -179,8 +179,13 @@ class BenchFloor:
         c_concat = torch.randn(3, 4, latent, latent, generator=generator)
         context = torch.randn(3, 77, context_dim, generator=generator)
         sigma = torch.full((3,), 5.0)
+        extra = {}
+        adm = getattr(model.model, "adm_channels", None)
+        if adm:  # SDXL layouts: the pooled text and size vector
+            extra["y"] = torch.randn(3, int(adm), generator=generator)
         for index in range(steps + 1):
-            model.model.apply_model(x, sigma, c_concat=c_concat, c_crossattn=context, transformer_options=dict(options))
+            model.model.apply_model(x, sigma, c_concat=c_concat, c_crossattn=context, transformer_options=dict(options),
+                                    **extra)
             if BenchFloor.stamp is not None:
                 BenchFloor.stamp(index, steps)
         return {}
@@ -699,11 +704,12 @@ def rss_ratios(phase: Phase) -> list[str]:
 def family_memory_gib(size: int, dtype: str, variants: list[str]) -> dict[str, float]:
     """A rough resident-memory estimate per worker for the CosXL / SDXL-IP2P layout, from the layout's
     parameter counts, calibrated on what this script measured: a process's runtime ~0.9 GiB; the pack's
-    process has the whole file resident (mapped) plus a copy of the text encoders and the VAE and ~1.5
-    GiB more (SD1.5 fp32 at 512 px, CosXL fp16 weights at 64 px); fp32 weights from the fp16 file are
-    a converted copy, with the mapped file counted while loading; core holds fp32 weights and, while
-    loading, the whole state dict; diffusers maps the file and copies only to convert the dtype.
-    Activations scale with pixels. Only the largest load transient counts: workers load one by one."""
+    process holds the UNet in the dtype it keeps (read from the file into its own memory, no mapping
+    kept), a copy of the text encoders and the VAE and ~1.5 GiB more (SD1.5 fp32 at 512 px, CosXL fp16
+    weights at 64 px), with the text encoders' and VAE's file pages mapped while loading; core holds
+    fp32 weights and, while loading, the whole state dict; diffusers maps the file and copies only to
+    convert the dtype. Activations scale with pixels. Only the largest load transient counts: workers
+    load one by one."""
     from ipx2p_core import layouts
 
     counts = {"unet": 0, "text": 0, "vae": 0}
@@ -715,11 +721,10 @@ def family_memory_gib(size: int, dtype: str, variants: list[str]) -> dict[str, f
     activations = 1.0 * (size / 512) ** 2
     runtime = 0.9
     estimate = {}
-    if "xl_pack" in variants:  # converting: the fp32 copy stays, the mapped file counts while loading
-        held = counts["unet"] * 4 / GIB if converts else file_gib
+    if {"xl_pack", "xl_floor"} & set(variants):  # one process; the text encoders' and VAE's pages mapped while loading
+        held = counts["unet"] * (4 if converts else 2) / GIB
         estimate["pack"] = runtime + held + (counts["text"] * 2 + counts["vae"] * 4) / GIB + 1.5 + activations
-        if converts:
-            estimate["pack load transient"] = file_gib
+        estimate["pack load transient"] = (counts["text"] + counts["vae"]) * 2 / GIB
     if "xl_core" in variants:  # CheckpointLoaderSimple has no dtype choice: fp32 on CPU, whole state dict at load
         estimate["core (steady)"] = runtime + (counts["unet"] * 4 + counts["text"] * 2 + counts["vae"] * 4) / GIB + activations
         estimate["core load transient"] = file_gib
@@ -755,7 +760,7 @@ def run_families(args: argparse.Namespace, log_dir: Path, deadline: float | None
         size_args = argparse.Namespace(**{**vars(args), "size": size})
         options = {"family": "sdxl", "weight_dtype": args.family_dtype}
         groups = [("xl_diffusers", "diffusers", [v for v in variants if v == "xl_diffusers"], options),
-                  ("xl_host", "host", [v for v in ("xl_pack", "xl_core") if v in variants], options)]
+                  ("xl_host", "host", [v for v in ("xl_pack", "xl_floor", "xl_core") if v in variants], options)]
         try:
             start_phase(phase, groups, ckpt, size_args, log_dir)
             run_rounds(phase, size_args, deadline)
@@ -788,7 +793,8 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.02, help="the resolution to report rounds for (0.02 = 2 %%)")
     parser.add_argument("--families", action="store_true", help="also CosXL-layout edits (pack, core, diffusers)")
     parser.add_argument("--family-sizes", default="512,768")
-    parser.add_argument("--family-variants", default="xl_pack,xl_core,xl_diffusers")
+    parser.add_argument("--family-variants", default="xl_pack,xl_core,xl_diffusers",
+                        help="of xl_pack, xl_floor, xl_core, xl_diffusers (default: %(default)s)")
     parser.add_argument("--family-dtype", choices=("default", "fp16"), default="default",
                         help="weights the pack (weight_dtype) and diffusers (torch_dtype) hold for the families")
     parser.add_argument("--memory-budget", type=float, default=24.0, help="GiB the families part may use")
@@ -813,6 +819,9 @@ def main() -> None:
     unknown = [v for v in variants if v not in known and not sweep_cells(v)]
     if unknown:
         parser.error(f"unknown variants {unknown}; known: {sorted(known)} and sweepK")
+    unknown = [v for v in args.family_variants.split(",") if v and v not in ("xl_pack", "xl_floor", "xl_core", "xl_diffusers")]
+    if unknown:
+        parser.error(f"unknown family variants {unknown}; known: xl_pack, xl_floor, xl_core, xl_diffusers")
     ckpt = ensure_synthetic("ip2p_fp32", CACHE_DIR / "ckpt") if variants else Path("(none)")
     # Warm-up order inside the host worker: the pack's single edit first (its peak RSS is read there),
     # the other single edits and the floor, then the sweep (a K-wide batch), then core (a second model).
