@@ -208,3 +208,10 @@ def assert_image_latent_scaled(concat, image_latent, scale: float) -> None:
     assert with_image and len(with_image) < len(items)
     for item in with_image:
         torch.testing.assert_close(item, image_latent.to(item) * scale, rtol=1e-6, atol=1e-6)
+
+
+def file_mappings(path: Path) -> int:
+    """How many memory mappings of `path` this process holds (Linux)."""
+    target = str(path.resolve())
+    with open("/proc/self/maps") as maps:
+        return sum(1 for line in maps if line.rstrip("\n").endswith(" " + target))

@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from helpers import file_mappings
 from ipx2p_core.checkpoint import SafetensorsReader, ema_name, ema_pairs, inspect_checkpoint, plan_weights
 
 UNET = {
@@ -67,11 +68,6 @@ def test_unknown_mode():
 
 
 # -- reading tensors without a file mapping --------------------------------------------------------
-def mappings_of(path) -> int:
-    with open("/proc/self/maps") as maps:
-        return sum(1 for line in maps if line.rstrip("\n").endswith(" " + str(path.resolve())))
-
-
 def test_reader_returns_the_stored_tensors_and_maps_nothing(tmp_path):
     generator = torch.Generator().manual_seed(0)
     tensors = {
@@ -98,7 +94,7 @@ def test_reader_returns_the_stored_tensors_and_maps_nothing(tmp_path):
         assert torch.equal(got[key], tensor), key
     assert all(t.is_contiguous() for t in got.values())
     del expected, tensor
-    assert mappings_of(path) == 0  # the tensors own their memory
+    assert file_mappings(path) == 0  # the tensors own their memory
 
 
 def test_reader_names_a_damaged_tensor(tmp_path):

@@ -11,7 +11,7 @@ from PIL import Image
 from safetensors import safe_open
 
 from helpers import (
-    Graph, encode_graph, encode_text, pixels, read_saved_latent, relative_l2, run_error, run_ok, save_latent, write_picture,
+    Graph, encode_graph, encode_text, file_mappings, pixels, read_saved_latent, relative_l2, run_error, run_ok, save_latent, write_picture,
 )
 from ipx2p_core.checkpoint import ema_name
 from ipx2p_core.guidance import plan_guidance
@@ -50,13 +50,6 @@ def counting(model):
 
 
 # -- loader -------------------------------------------------------------------------------------
-def file_mappings(path) -> int:
-    """How many memory mappings of `path` this process holds (Linux)."""
-    target = str(path.resolve())
-    with open("/proc/self/maps") as maps:
-        return sum(1 for line in maps if line.rstrip("\n").endswith(" " + target))
-
-
 @pytest.mark.floor
 @pytest.mark.parametrize(("weights", "use_ema"), [("auto", True), ("ema", True), ("non-ema", False)])
 def test_loader_picks_ema_weights(host, ip2p_ema_ckpt, weights, use_ema):
