@@ -26,7 +26,11 @@ drift of the machine hits all variants alike. A measurement samples steps+1 step
 sampling node re-runs: the graph's loaders, encoders and image stay cached) and times the last `steps` of
 them between the sampler's progress callbacks. Ratios are computed per round from that round's
 measurements; their median, range and 95 % confidence interval (t, on log ratios) are reported, and how
-many rounds the interval needed to get under +-2 %.
+many rounds the interval needed to get under +-2 %. Each worker also times every call of its UNet's forward
+(one wrap of the UNet class), so every measurement splits into time inside the UNet and time around it
+(guidance arithmetic, batching, sampler, wrappers). Ratios "with the UNet time equal" put one variant's
+time around the UNet on the other's UNet time: what an implementation adds, without the UNet's own
+round-to-round noise, which is what keeps the plain ratios from resolving 2 % on a noisy machine.
 
 Peak RSS is each worker's maximum resident set (load included), read after each variant's first run: the
 pack's figure is read after its first edit, before anything else ran in its worker; later readings of a
@@ -136,6 +140,38 @@ def seconds_per_step(stamps: list[tuple[int, float]]) -> float:
     return (stamps[-1][1] - stamps[0][1]) / (stamps[-1][0] - stamps[0][0])
 
 
+class UNetTimer:
+    """Wall-clock intervals of every forward call of one UNet class in this process. The class's forward is
+    wrapped once (two clock reads per UNet call, the same in every variant of a worker), so a measurement
+    can split its time per step into the UNet's own and everything around it (guidance arithmetic,
+    batching, the sampler, wrappers): the part an implementation adds, which the UNet's noise hides."""
+
+    def __init__(self) -> None:
+        self.intervals: list[tuple[float, float]] = []
+
+    def install(self, cls: Any) -> None:
+        original, intervals = cls.forward, self.intervals
+
+        def forward(module: Any, *args: Any, **kwargs: Any) -> Any:
+            began = time.perf_counter()
+            try:
+                return original(module, *args, **kwargs)
+            finally:
+                intervals.append((began, time.perf_counter()))
+
+        cls.forward = forward
+
+    def inside(self, start: float, end: float) -> float:
+        """Seconds spent inside UNet calls between two instants."""
+        return sum(max(0.0, min(b, end) - max(a, start)) for a, b in self.intervals)
+
+    def split(self, stamps: list[tuple[int, float]]) -> dict[str, float]:
+        """The timed window of one run (first to last progress stamp): UNet seconds per step and calls."""
+        (first, start), (last, end) = stamps[0], stamps[-1]
+        calls = sum(1 for a, b in self.intervals if a >= start and b <= end)
+        return {"unet_s_per_step": self.inside(start, end) / (last - first), "unet_calls_per_step": calls / (last - first)}
+
+
 def make_picture(directory: Path, size: int) -> Path:
     from PIL import Image, ImageDraw
 
@@ -211,6 +247,7 @@ class HostWorker:
         self.size = args.size
         self.work = Path(tempfile.mkdtemp(prefix="ipx2p-bench-"))
         self.stamps: list[tuple[int, int, float]] = []
+        self.timer = UNetTimer()
         self.prompt: dict[str, Any] = {}
         self.targets: dict[str, Target] = {}
 
@@ -226,6 +263,9 @@ class HostWorker:
         self.host = InProcessHost(tree, input_dir=picture.parent, output_dir=self.work / "out", temp_dir=self.work / "tmp",
                                   model_dirs={"checkpoints": [ckpt.parent]}, cli_overrides=overrides).boot()
         self.host.nodes.NODE_CLASS_MAPPINGS["IPX2P_BenchFloor"] = BenchFloor
+        from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+        self.timer.install(UNetModel)
         BenchFloor.stamp = lambda value, total: self.stamps.append((value, total, time.perf_counter()))
         self.host.progress_listener = lambda value, total: self.stamps.append((value, total, time.perf_counter()))
         self.build(ckpt.name, picture.name)
@@ -305,6 +345,7 @@ class HostWorker:
         prompt[target.seed[0]]["inputs"][target.seed[1]] = seed
         prompt[target.steps[0]]["inputs"][target.steps[1]] = steps - 1 if target.floor else steps
         self.stamps.clear()
+        self.timer.intervals.clear()
         executor = self.host.executor
         prompt_id = str(uuid.uuid4())
         self.host.server.last_prompt_id = prompt_id
@@ -337,7 +378,7 @@ class HostWorker:
         faults, cpu = major_faults(), cpu_seconds()
         result = self.run(variant, seed, self.args.steps + 1)
         return {"variant": variant, "s_per_step": seconds_per_step(result["stamps"]), "wall_s": result["wall_s"],
-                "major_faults": major_faults() - faults, "cpu_s": cpu_seconds() - cpu}
+                "major_faults": major_faults() - faults, "cpu_s": cpu_seconds() - cpu, **self.timer.split(result["stamps"])}
 
 
 class DiffusersWorker:
@@ -345,6 +386,7 @@ class DiffusersWorker:
         self.args = args
         self.work = Path(tempfile.mkdtemp(prefix="ipx2p-bench-diffusers-"))
         self.stamps: list[tuple[int, float]] = []
+        self.timer = UNetTimer()
 
     def warm(self) -> dict[str, Any]:
         import diffusers
@@ -355,6 +397,7 @@ class DiffusersWorker:
         from ipx2p_tools.layout import selected_host
 
         started = time.perf_counter()
+        self.timer.install(diffusers.UNet2DConditionModel)
         _, tree = selected_host()
         dtype = torch.float16 if self.args.weight_dtype == "fp16" else torch.float32
         ckpt = Path(self.args.ckpt)
@@ -382,6 +425,7 @@ class DiffusersWorker:
             self.stamps.append((step + 1, time.perf_counter()))
 
         self.stamps.clear()
+        self.timer.intervals.clear()
         extra: dict[str, Any] = {"height": self.args.size, "width": self.args.size} if self.args.family == "sdxl" else {}
         # The SDXL InstructPix2Pix pipeline still has only the older per-step callback.
         if "callback_on_step_end" in inspect.signature(self.pipe.__call__).parameters:
@@ -397,7 +441,7 @@ class DiffusersWorker:
         faults, cpu = major_faults(), cpu_seconds()
         wall = self.edit(seed, self.args.steps + 1)
         return {"variant": variant, "s_per_step": seconds_per_step(self.stamps), "wall_s": wall,
-                "major_faults": major_faults() - faults, "cpu_s": cpu_seconds() - cpu}
+                "major_faults": major_faults() - faults, "cpu_s": cpu_seconds() - cpu, **self.timer.split(self.stamps)}
 
 
 def worker_main(args: argparse.Namespace) -> None:
@@ -595,6 +639,30 @@ def ratio_series(phase: Phase, args: argparse.Namespace) -> list[tuple[str, list
         cells = sweep_cells(variant)
         if cells:
             add(f"{variant.removeprefix(prefix)} / ({cells} x pack)", variant, p, "<= 1.0", scale=cells)
+
+    def split(variant: str) -> list[tuple[float, float]] | None:
+        """Per round: (UNet s/step, the rest s/step) of one variant, where its worker timed the UNet."""
+        entries = phase.results.get(variant)
+        if not entries or any("unet_s_per_step" not in e for e in entries):
+            return None
+        return [(e["unet_s_per_step"], e["s_per_step"] - e["unet_s_per_step"]) for e in entries]
+
+    def add_equal(label: str, numerator: str, denominator: str, goal: str) -> None:
+        """The ratio with the UNet's time held at the denominator's own (same UNet calls per step): what
+        the numerator adds around the UNet, free of the UNet's round-to-round noise."""
+        a, b = split(numerator), split(denominator)
+        if a and b:
+            out.append((label, [(unet + rest_a) / (unet + rest_b) for (_, rest_a), (unet, rest_b) in zip(a, b)], goal))
+
+    add_equal("pack / floor, UNet time equal", p, prefix + "floor", "<= 1.02")
+    add_equal("pack / core, UNet time equal", p, prefix + "core", "")
+    add_equal("pack / diffusers, UNet time equal", p, prefix + "diffusers", "<= 1.0")
+    add_equal("pack_masked / pack, UNet time equal", prefix + "pack_masked", p, "<= 1.02")
+    add_equal("pack_id / pack, UNet time equal", prefix + "pack_id", p, "<= 1.02")
+    host_unet, diffusers_unet = split(p), split(prefix + "diffusers")
+    if host_unet and diffusers_unet:
+        out.append(("host UNet / diffusers UNet (s per step inside the UNet)",
+                    [a[0] / b[0] for a, b in zip(host_unet, diffusers_unet)], ""))
     return out
 
 
@@ -608,7 +676,8 @@ def report(phase: Phase, args: argparse.Namespace, checkpoint_name: str) -> list
             lines.append(f"- worker `{worker.name}` ({', '.join(worker.variants)}): "
                          + ", ".join(f"{k} {v}" for k, v in info.items()))
     lines += ["", "| variant | branches / step | s / step (median) | min-max | IQR | warm run (median) | peak RSS | major faults "
-              "| other load (cores, max) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| other load (cores, max) | inside the UNet, s / step (median) | around it, ms / step (median, min-max) "
+              "| UNet calls / step |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for variant in phase.variants:
         entries = phase.results.get(variant) or []
         if not entries:
@@ -617,7 +686,8 @@ def report(phase: Phase, args: argparse.Namespace, checkpoint_name: str) -> list
         wall = stats.median([e["wall_s"] for e in entries])
         lines.append(f"| {variant} | {branches(variant)} | {s['median']:.3f} | {s['min']:.3f}-{s['max']:.3f} "
                      f"({100 * s['range_rel']:.1f} %) | {s['q1']:.3f}-{s['q3']:.3f} | {wall:.1f} s | {rss_text(phase, variant)} "
-                     f"| {sum(e.get('major_faults', 0) for e in entries)} | {max(e.get('other_cores', 0) for e in entries):.2f} |")
+                     f"| {sum(e.get('major_faults', 0) for e in entries)} | {max(e.get('other_cores', 0) for e in entries):.2f} |"
+                     + unet_cells(entries))
     measured = [e for v in phase.variants for e in phase.results.get(v, [])]
     if measured:
         busy = [e for e in measured if e.get("other_cores", 0) > 0.1]
@@ -654,6 +724,15 @@ def report(phase: Phase, args: argparse.Namespace, checkpoint_name: str) -> list
                      f"of rounds ({stats.median(phase.round_seconds):.0f} s per round).")
     lines += [f"Note: {note}" for note in phase.notes]
     return lines
+
+
+def unet_cells(entries: list[dict[str, Any]]) -> str:
+    """The variant's time inside the UNet and around it (its worker's UNetTimer), as table cells."""
+    if any("unet_s_per_step" not in e for e in entries):
+        return " | | |"
+    rest = [1000 * (e["s_per_step"] - e["unet_s_per_step"]) for e in entries]
+    return (f" {stats.median([e['unet_s_per_step'] for e in entries]):.3f} | {stats.median(rest):.1f} "
+            f"({min(rest):.1f}-{max(rest):.1f}) | {stats.median([e['unet_calls_per_step'] for e in entries]):g} |")
 
 
 def stage_peak(worker: Worker, stage: str) -> float | None:
