@@ -34,6 +34,7 @@ All three branches always run (no identity is used for it).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Union
 
@@ -44,11 +45,20 @@ BRANCHES = (TEXT_IMAGE, IMAGE_ONLY, UNCOND)
 INSTRUCTPIX2PIX, INSTRUCTDIFFUSION = "instructpix2pix", "instructdiffusion"
 FORMULAS = (INSTRUCTPIX2PIX, INSTRUCTDIFFUSION)
 FORMULA_BRANCHES = {INSTRUCTPIX2PIX: BRANCHES, INSTRUCTDIFFUSION: (TEXT_IMAGE, IMAGE_ONLY, TEXT_ONLY)}
+# Each formula as the nodes' tooltips and descriptions spell it (one text, reused everywhere).
+FORMULA_TEXT = {
+    INSTRUCTPIX2PIX: "u + text_cfg (c - i) + image_cfg (i - u)",
+    INSTRUCTDIFFUSION: "0.5 (i + t) + text_cfg (c - i) + image_cfg (c - t)",
+}
 # Branches that carry the instruction: what patches that tell cond from uncond see as cond.
 TEXT_BRANCHES = (TEXT_IMAGE, TEXT_ONLY)
+# What each branch is given: (the instruction, else the empty text; the image, else a zero image).
+BRANCH_INPUTS = {TEXT_IMAGE: (True, True), IMAGE_ONLY: (False, True), UNCOND: (False, False), TEXT_ONLY: (True, False)}
 
 
 Scale = Union[float, tuple[float, ...]]
+# A replacement for the plain-CFG bracket: (cond, anchor) -> a + s_T (c - a), or a hook's version of it.
+TextStep = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _as_factor(value: Scale, like: torch.Tensor) -> float | torch.Tensor:
@@ -102,10 +112,31 @@ class GuidancePlan:
         """The branch text guidance starts from: what CFG hooks are given as "uncond"."""
         return self.branches[1] if len(self.branches) > 1 else TEXT_IMAGE
 
+    @property
+    def anchor_index(self) -> int:
+        """The anchor's position in `branches` (0 when c is alone)."""
+        return self.branches.index(self.anchor)
+
+    @property
+    def full(self) -> GuidancePlan:
+        """The same scales with every branch of the formula evaluated (for patches that must see
+        each branch, e.g. a model option "disable_cfg1_optimization")."""
+        return plan_guidance(self.text_cfg, self.image_cfg, skip_branches=False, formula=self.formula)
+
+    @property
+    def text_positions(self) -> frozenset[int]:
+        """Positions, in the full plan's branch order, of the branches that carry the instruction:
+        what patches that tell cond from uncond must see as cond."""
+        return frozenset(index for index, branch in enumerate(self.full.branches) if branch in TEXT_BRANCHES)
+
+    def text_factor(self, like: torch.Tensor) -> float | torch.Tensor:
+        """text_cfg as a multiplier for predictions `like` [B,...]: what CFG hooks get as cond_scale."""
+        return _as_factor(self.text_cfg, like)
+
     def text_guidance(self, predictions: dict[str, torch.Tensor]) -> torch.Tensor:
         """a + s_T (c - a): the plain-CFG part (out of place)."""
         anchor, cond = predictions[self.anchor], predictions[TEXT_IMAGE]
-        return anchor + (cond - anchor) * _as_factor(self.text_cfg, cond)
+        return anchor + (cond - anchor) * self.text_factor(cond)
 
     def image_correction(self, predictions: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """What the formula adds to the bracket: (s_I - 1)(i - u) when all three InstructPix2Pix
@@ -118,9 +149,17 @@ class GuidancePlan:
         difference = predictions[IMAGE_ONLY] - predictions[UNCOND]
         return difference * _as_factor(_minus(self.image_cfg, 1.0), difference)
 
-    def combine(self, predictions: dict[str, torch.Tensor]) -> torch.Tensor:
-        """u + s_T (c - i) + s_I (i - u), from the planned branches only."""
-        result = self.text_guidance(predictions)
+    def combine(self, predictions: dict[str, torch.Tensor], text_step: TextStep | None = None) -> torch.Tensor:
+        """The formula's result from the planned branches only (each [B,...], keyed by branch).
+
+        `text_step(cond, anchor)`, when given, replaces the plain-CFG bracket a + s_T (c - a): a
+        host's CFG function (rescaling and the like) works on that part, and the rest of the
+        formula, image_correction, is added after it. This is the code the guider runs.
+        """
+        if text_step is None:
+            result = self.text_guidance(predictions)
+        else:
+            result = text_step(predictions[TEXT_IMAGE], predictions[self.anchor])
         correction = self.image_correction(predictions)
         return result if correction is None else result + correction
 
@@ -167,19 +206,6 @@ def plan_guidance(text_cfg: Scale, image_cfg: Scale, skip_branches: bool = True,
         return GuidancePlan(branches, texts, images)
     text_cfg, image_cfg = float(text_cfg), float(image_cfg)
     return GuidancePlan(_branches_for(text_cfg, image_cfg) if skip_branches else BRANCHES, text_cfg, image_cfg)
-
-
-def instructdiffusion_cfg(text_image: torch.Tensor, image_only: torch.Tensor, text_only: torch.Tensor, text_cfg: float,
-                          image_cfg: float) -> torch.Tensor:
-    """InstructDiffusion's formula, written as its authors write it (reference for tests)."""
-    return 0.5 * (image_only + text_only) + text_cfg * (text_image - image_only) + image_cfg * (text_image - text_only)
-
-
-def dual_cfg(
-    text_image: torch.Tensor, image_only: torch.Tensor, uncond: torch.Tensor, text_cfg: float, image_cfg: float
-) -> torch.Tensor:
-    """The paper's formula, written as the paper writes it (reference for tests)."""
-    return uncond + text_cfg * (text_image - image_only) + image_cfg * (image_only - uncond)
 
 
 def edit_batch_size(text_batch: int, image_batch: int, who: str = "InstructPix2Pix") -> int:

@@ -1,11 +1,15 @@
 """Guidance sweeps: the value lists users type, the original app's randomized guidance, cell
-order, and the layout of the labelled grid picture (drawing itself is the nodes' job)."""
+order, how cells are batched into sampling runs, and the layout of the labelled grid picture
+(drawing itself is the nodes' job)."""
 from __future__ import annotations
 
 import math
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from .guidance import INSTRUCTPIX2PIX, Scale, plan_guidance
 
 MAX_CELLS = 100
 
@@ -70,6 +74,39 @@ def random_guidance(seed: int, count: int) -> list[tuple[float, float]]:
 def grid_cells(text_values: list[float], image_values: list[float]) -> list[tuple[float, float]]:
     """Cells in batch order, text-major: for each text value, each image value."""
     return [(text, image) for text in text_values for image in image_values]
+
+
+def plan_runs(cells: list[tuple[float, float]], run_size: Callable[[int, int], int],
+              formula: str = INSTRUCTPIX2PIX) -> list[list[int]]:
+    """The sampling runs of a sweep: lists of cell indices, each sampled as one batch.
+
+    Cells whose scales need the same branches (see plan_guidance) share runs, so a sweep costs what
+    its single edits cost; `run_size(branch_count, cells_in_group)` says how many cells one run may
+    batch (what memory holds, or the user's choice).
+    """
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for index, (text_cfg, image_cfg) in enumerate(cells):
+        groups.setdefault(plan_guidance(text_cfg, image_cfg, formula=formula).branches, []).append(index)
+    runs: list[list[int]] = []
+    for branches, members in groups.items():
+        size = max(1, run_size(len(branches), len(members)))
+        runs.extend(members[start:start + size] for start in range(0, len(members), size))
+    return runs
+
+
+def run_scales(cells: list[tuple[float, float]], run: list[int]) -> tuple[Scale, Scale]:
+    """(text_cfg, image_cfg) of one run: floats for a run of one cell, else per-item tuples."""
+    if len(run) == 1:
+        return cells[run[0]]
+    return tuple(cells[i][0] for i in run), tuple(cells[i][1] for i in run)
+
+
+def cells_in_memory(per_cell: float, free: float, wanted: int, headroom: float = 0.8) -> int:
+    """How many cells one run can batch when a cell's activations take `per_cell` bytes and `free`
+    bytes are free (using `headroom` of them): at least 1, at most `wanted`."""
+    if per_cell <= 0:
+        return wanted
+    return max(1, min(wanted, int(headroom * free / per_cell)))
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from ._comfy import ComfyExtension, io
 from .encode import Conditioning, EncodeImage
-from .guider import Edit, Guider
+from .edit import Edit
+from .guider import Guider
 from .instructions import EncodeInstructions
 from .loader import CheckpointLoader, DiffusersLoader
 from .merge import MakeEditable
-from .regions import CropForEdit, PasteBack, StitchEdit
+from .paste import CropForEdit, PasteBack, StitchEdit
 from .sweep import GuidanceSweep
 
 # Order is the order in the node menu. Node ids are a contract (saved workflows store them).

@@ -7,7 +7,6 @@ from typing import Any
 import torch
 
 from ..ipx2p_core.guidance import edit_batch_size
-from ..ipx2p_core.masks import latent_mask, mask_batch
 
 log = logging.getLogger(__name__)
 
@@ -165,20 +164,3 @@ def as_mask(node: str, mask: Any, input_name: str = "mask") -> torch.Tensor:
         raise input_error(node, input_name, "holds NaN or infinite values", "values from 0 to 1",
                           "check the node that made the mask")
     return mask.float().clamp(0.0, 1.0)
-
-
-def edit_mask(node: str, mask: Any, batch: int, height: int, width: int) -> torch.Tensor | None:
-    """The optional `mask` input of an edit, scaled to the latent: [1 or batch, 1, height, width]."""
-    if mask is None:
-        return None
-    mask = as_mask(node, mask)
-    mask_batch(int(mask.shape[0]), batch, node)
-    scaled = latent_mask(mask, height, width)
-    empty = [index for index in range(scaled.shape[0]) if not bool((scaled[index] > 0).any())]
-    if empty:
-        which = "the mask" if scaled.shape[0] == 1 else f"mask item {empty[0]}"
-        raise input_error(node, "mask", f"selects nothing ({which} is all zero)",
-                          "a mask with 1 (or soft values) where the image should change",
-                          "paint the region to edit (in Load Image's mask editor, 1 = edit), or disconnect the mask "
-                          "to edit the whole image")
-    return scaled

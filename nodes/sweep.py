@@ -3,55 +3,20 @@ from __future__ import annotations
 
 from typing import Any
 
-import comfy.model_management
 import comfy.samplers
-import comfy.utils
-import latent_preview
 import torch
 
-from ..ipx2p_core.guidance import INSTRUCTPIX2PIX, plan_guidance
-from ..ipx2p_core.sweep import (
-    MAX_CELLS, display_cell_size, grid_cells, grid_layout, parse_values, random_grid_shape, random_guidance,
-)
+from ..ipx2p_core.guidance import INSTRUCTPIX2PIX
+from ..ipx2p_core.sweep import MAX_CELLS, display_cell_size, grid_cells, grid_layout, parse_values, random_grid_shape, \
+    random_guidance
 from ._comfy import io
-from .common import edit_conditionings, input_error
+from .common import input_error
 from .drawing import draw_grid
-from .guider import (
-    IMAGE_CFG_TOOLTIP, TEXT_CFG_TOOLTIP, check_sampling_names, edit_sigmas, formula_input, guidance_inputs, mask_input,
-    run_edit,
-)
-from .sampling import sampler_for
+from .engine import EditRequest, Sampling, sweep
+from .schema_parts import IMAGE_CFG_TOOLTIP, TEXT_CFG_TOOLTIP, formula_input, guidance_inputs, mask_input
 
 NODE = "IPX2P_GuidanceSweep"
 MODES = ("grid", "random")
-
-
-def cells_that_fit(model: Any, branches: int, latent_shape: tuple[int, ...], wanted: int) -> int:
-    """How many cells one sampling run can batch: what the device's free memory holds (the
-    host's own activation estimate for the UNet, with the model's unloaded part set aside)."""
-    try:
-        per_cell = float(model.model.memory_required([branches, *latent_shape[1:]]))
-        free = float(comfy.model_management.get_free_memory(model.load_device))
-        free -= max(0.0, float(model.model_size()) - float(model.loaded_size()))
-    except (AttributeError, TypeError):
-        return wanted
-    if per_cell <= 0:
-        return wanted
-    return max(1, min(wanted, int(0.8 * free / per_cell)))
-
-
-class SweepProgress:
-    """One progress bar (with latent previews) over every step of every run of the sweep."""
-
-    def __init__(self, model: Any, total: int) -> None:
-        self.total, self.done = total, 0
-        self.bar = comfy.utils.ProgressBar(total)
-        self.previewer = latent_preview.get_previewer(model.load_device, model.model.latent_format)
-
-    def callback(self, step: int, x0: torch.Tensor, x: torch.Tensor, total_steps: int) -> None:
-        self.done += 1
-        preview = self.previewer.decode_latent_to_preview_image("JPEG", x0) if self.previewer else None
-        self.bar.update_absolute(min(self.done, self.total), self.total, preview)
 
 
 class GuidanceSweep(io.ComfyNode):
@@ -108,12 +73,7 @@ class GuidanceSweep(io.ComfyNode):
                 formula: str = INSTRUCTPIX2PIX) -> io.NodeOutput:
         if mode not in MODES:
             raise input_error(NODE, "mode", f"is {mode!r}", "grid or random", "choose grid or random")
-        check_sampling_names(NODE, sampler_name, scheduler)
-        _, _, _, batch = edit_conditionings(NODE, positive, negative, edit_latent)
-        if batch != 1:
-            raise input_error(NODE, "positive", f"and edit_latent make a batch of {batch}",
-                              "one image and one instruction (a sweep varies the guidance of one edit)",
-                              "sweep one instruction at a time, or use InstructPix2Pix Edit for batches")
+        sampling = Sampling(seed, steps, sampler_name, scheduler, denoise, "same for all").checked(NODE)
         if mode == "grid":
             text_values = parse_values(text_cfg_values, NODE, "text_cfg_values")
             image_values = parse_values(image_cfg_values, NODE, "image_cfg_values")
@@ -123,9 +83,13 @@ class GuidanceSweep(io.ComfyNode):
                                   f"at most {MAX_CELLS}", "use fewer values")
         else:
             cells = random_guidance(seed, count)
-        latents = sweep_latents(model, positive, negative, edit_latent, cells, seed=seed, steps=steps,
-                                sampler_name=sampler_name, scheduler=scheduler, denoise=denoise, mask=mask,
-                                cells_per_run=cells_per_run, formula=formula)
+        text_scales, image_scales = tuple(cell[0] for cell in cells), tuple(cell[1] for cell in cells)
+        request = EditRequest.checked(NODE, model, positive, negative, edit_latent, text_scales, image_scales, mask, formula)
+        if request.batch != 1:
+            raise input_error(NODE, "positive", f"and edit_latent make a batch of {request.batch}",
+                              "one image and one instruction (a sweep varies the guidance of one edit)",
+                              "sweep one instruction at a time, or use InstructPix2Pix Edit for batches")
+        latents = sweep(request, sampling, cells, cells_per_run)
         images = vae.decode(latents)
         if images.ndim == 5:  # video-style VAEs return [B,T,H,W,C]
             images = images.reshape(-1, *images.shape[-3:])
@@ -138,40 +102,4 @@ class GuidanceSweep(io.ComfyNode):
             layout = grid_layout(rows, columns, cell_width, cell_height, axis_labels=False)
             grid = draw_grid(images, layout, cells)
         return io.NodeOutput({"samples": latents}, images, grid)
-
-
-def sweep_latents(model: Any, positive: list, negative: list, edit_latent: dict, cells: list[tuple[float, float]], *,
-                  seed: int, steps: int, sampler_name: str, scheduler: str, denoise: float,
-                  mask: torch.Tensor | None, cells_per_run: int = 0, formula: str = INSTRUCTPIX2PIX) -> torch.Tensor:
-    """Each cell's latent, in cell order: cells that need the same branches are batched together
-    (so the sweep costs what its single edits cost), in runs as large as memory allows."""
-    groups: dict[tuple[str, ...], list[int]] = {}
-    for index, (text_cfg, image_cfg) in enumerate(cells):
-        groups.setdefault(plan_guidance(text_cfg, image_cfg, formula=formula).branches, []).append(index)
-    shape = tuple(edit_latent["samples"].shape)
-    runs: list[list[int]] = []
-    for branches, members in groups.items():
-        size = cells_per_run or cells_that_fit(model, len(branches), shape, len(members))
-        runs.extend(members[start:start + size] for start in range(0, len(members), size))
-    sigmas = edit_sigmas(model, scheduler, steps, denoise, sampler_name)
-    steps_per_run = max(0, sigmas.shape[-1] - 1)
-    total = 0
-    for run in runs:
-        shared = sampler_for(sampler_name, "same for all", (len(run), *shape[1:]), seed, sigmas, model.load_device)
-        total += steps_per_run * (1 if shared is not None else len(run))
-    progress = SweepProgress(model, max(1, total))
-    results: dict[int, torch.Tensor] = {}
-    for run in runs:
-        comfy.model_management.throw_exception_if_processing_interrupted()
-        text_cfg: Any = tuple(cells[i][0] for i in run)
-        image_cfg: Any = tuple(cells[i][1] for i in run)
-        if len(run) == 1:
-            text_cfg, image_cfg = text_cfg[0], image_cfg[0]
-        samples = run_edit(NODE, model, positive, negative, edit_latent, seed=seed, steps=steps, text_cfg=text_cfg,
-                           image_cfg=image_cfg, sampler_name=sampler_name, scheduler=scheduler, denoise=denoise,
-                           mask=mask, noise_mode="same for all", batch=len(run), callback=progress.callback,
-                           formula=formula)
-        for position, index in enumerate(run):
-            results[index] = samples[position:position + 1]
-    return torch.cat([results[index] for index in range(len(cells))])
 

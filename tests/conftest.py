@@ -130,8 +130,8 @@ def clean_host(host):
 
 @pytest.fixture(scope="module")
 def pack(host):
-    """The pack's nodes.guider module as the host loaded it (to drive the guider directly)."""
-    return sys.modules[host.nodes.NODE_CLASS_MAPPINGS["IPX2P_Guider"].__module__]
+    """The pack's engine module (nodes/engine.py) as the host loaded it, to drive edits directly."""
+    return sys.modules[host.nodes.NODE_CLASS_MAPPINGS["IPX2P_Guider"].__module__.rsplit(".", 1)[0] + ".engine"]
 
 
 @pytest.fixture(scope="module")

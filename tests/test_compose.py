@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from helpers import Graph, read_saved_latent, relative_l2, save_latent
-from ipx2p_core.guidance import dual_cfg, plan_guidance
+from ipx2p_core.guidance import plan_guidance
+from reference import dual_cfg
 
 
 CASES = [(7.5, 1.5), (3.0, 1.0), (2.5, 2.5), (1.0, 1.0)]

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from ipx2p_core.guidance import (
-    BRANCHES, IMAGE_ONLY, INSTRUCTDIFFUSION, TEXT_IMAGE, TEXT_ONLY, UNCOND, dual_cfg, edit_batch_size,
-    instructdiffusion_cfg, plan_guidance,
+    BRANCHES, IMAGE_ONLY, INSTRUCTDIFFUSION, TEXT_IMAGE, TEXT_ONLY, UNCOND, edit_batch_size, plan_guidance,
 )
+from reference import dual_cfg, instructdiffusion_cfg
 
 SCALES = [0.0, 0.5, 1.0, 1.5, 2.5, 7.5, 12.0]
 

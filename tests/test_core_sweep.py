@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ipx2p_core.guidance import BRANCHES, IMAGE_ONLY, TEXT_IMAGE, UNCOND, dual_cfg, plan_guidance
+from ipx2p_core.guidance import BRANCHES, IMAGE_ONLY, TEXT_IMAGE, UNCOND, plan_guidance
+from reference import dual_cfg
 from ipx2p_core.instructions import parse_instructions, stack_token_sequences
 from ipx2p_core.sweep import (
     MIN_CELL, display_cell_size, format_scale, grid_cells, grid_layout, parse_values, random_grid_shape,

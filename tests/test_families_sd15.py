@@ -75,7 +75,7 @@ def test_instructdiffusion_formula_against_the_branches_written_out(host, loaded
     import comfy.sample
     import comfy.samplers
 
-    from ipx2p_core.guidance import instructdiffusion_cfg
+    from reference import instructdiffusion_cfg
 
     model, clip, vae = loaded
     positive, negative = encode_text(clip, "make it snowy"), encode_text(clip, "")

@@ -99,7 +99,7 @@ def test_sweep_random_mode(host, ip2p_ckpt, picture):
 
 
 def test_sweep_batches_cells_by_plan_and_costs_what_single_edits_cost(host, pack, loaded):
-    sweep = __import__("sys").modules[pack.__name__.rsplit(".", 1)[0] + ".sweep"]
+    sweep = pack
     model, clip, vae = loaded
     positive, negative = encode_text(clip, "make it snowy"), encode_text(clip, "")
     edit_latent = {"samples": vae.encode(pixels((48, 32)))}
@@ -118,7 +118,7 @@ def test_sweep_batches_cells_by_plan_and_costs_what_single_edits_cost(host, pack
 def test_sweep_with_the_instructdiffusion_formula(host, pack, loaded):
     # Each cell equals the single InstructDiffusion edit; its three branches (c, i, t) for both
     # cells run in one UNet call per step.
-    sweep = __import__("sys").modules[pack.__name__.rsplit(".", 1)[0] + ".sweep"]
+    sweep = pack
     model, clip, vae = loaded
     positive, negative = encode_text(clip, "make it snowy"), encode_text(clip, "")
     edit_latent = {"samples": vae.encode(pixels((48, 32)))}

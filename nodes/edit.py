@@ -1,0 +1,57 @@
+"""InstructPix2Pix Edit: guidance and sampling in one node."""
+from __future__ import annotations
+
+from typing import Any
+
+import comfy.samplers
+import torch
+
+from ..ipx2p_core.guidance import INSTRUCTPIX2PIX
+from ._comfy import io
+from .engine import EditRequest, Sampling, edit
+from .schema_parts import formula_input, guidance_inputs, mask_input, noise_input, scale_inputs
+
+EDIT = "IPX2P_Edit"
+
+
+class Edit(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=EDIT,
+            display_name="InstructPix2Pix Edit",
+            category="instructpix2pix",
+            description=(
+                "Edits the image as the instruction says: InstructPix2Pix guidance and sampling in one node. "
+                "Defaults are the paper's (100 Euler-ancestral steps, normal schedule, 7.5 / 1.5). Decode the "
+                "LATENT with VAE Decode, or feed it to the next edit's edit_latent (no VAE round trip). With a "
+                "mask only the masked region changes."
+            ),
+            inputs=guidance_inputs() + [
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="The noise seed."),
+                io.Int.Input("steps", default=100, min=1, max=10000,
+                             tooltip="Sampling steps (paper: 100). 20-30 are usually enough for a preview."),
+                *scale_inputs(),
+                io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default="euler_ancestral",
+                               tooltip="The sampler (paper: Euler ancestral)."),
+                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="normal",
+                               tooltip="The noise schedule (paper: the k-diffusion schedule, 'normal')."),
+                io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="1.0: start from noise, as the paper. Below 1: start from the input image's "
+                                       "latent, partly noised, which keeps more of its layout."),
+                mask_input(),
+                noise_input(),
+                formula_input(),
+            ],
+            outputs=[io.Latent.Output(tooltip="The edited latent (the VAE's unscaled space, like edit_latent): decode it "
+                                              "with VAE Decode or chain it into another edit.")],
+        )
+
+    @classmethod
+    def execute(cls, model: Any, positive: list, negative: list, edit_latent: dict, seed: int, steps: int,
+                text_cfg: float, image_cfg: float, sampler_name: str, scheduler: str, denoise: float,
+                mask: torch.Tensor | None = None, noise: str = "per item", formula: str = INSTRUCTPIX2PIX) -> io.NodeOutput:
+        sampling = Sampling(seed, steps, sampler_name, scheduler, denoise, noise).checked(EDIT)
+        request = EditRequest.checked(EDIT, model, positive, negative, edit_latent, text_cfg, image_cfg, mask, formula)
+        return io.NodeOutput({"samples": edit(request, sampling)})

@@ -1,0 +1,53 @@
+"""Schema parts that several nodes share (inputs are a contract: names, defaults and tooltips
+stay as released; see tests/golden/node_schemas.json)."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..ipx2p_core.guidance import FORMULA_TEXT, FORMULAS, INSTRUCTDIFFUSION, INSTRUCTPIX2PIX
+from ._comfy import io
+from .sampling import NOISE_MODES
+
+TEXT_CFG_TOOLTIP = "Instruction guidance s_T (paper: 7.5). Higher follows the instruction harder."
+IMAGE_CFG_TOOLTIP = ("Image guidance s_I (paper: 1.5). Higher stays closer to the input image; "
+                     "1.0 drops the unconditional branch (faster, same formula).")
+MASK_TOOLTIP = ("Optional: edit only here (1 = edit, soft values blend; any size, batch 1 for every item). Outside "
+                "the mask the latent follows the input image's latent and ends on it exactly. A mask drawn on the "
+                "original picture is fitted as the Encode node fits the picture. A noise_mask on edit_latent (core "
+                "Set Latent Noise Mask) counts as this mask.")
+NOISE_TOOLTIP = ("per item: item k of a batch gets the seed's k-th noise, as KSampler does (item 0 equals the single "
+                 "edit for deterministic samplers). same for all: every item gets item 0's noise at the start and at "
+                 "every step, so each item equals its single edit with this seed: consistent variants, video frames.")
+FORMULA_TOOLTIP = (f"instructpix2pix: {FORMULA_TEXT[INSTRUCTPIX2PIX]}, for InstructPix2Pix, MagicBrush, HIVE, "
+                   f"SDXL-InstructPix2Pix and CosXL. instructdiffusion: {FORMULA_TEXT[INSTRUCTDIFFUSION]} "
+                   "with t = instruction and zero image (InstructDiffusion's; its defaults are 5.0 / 1.25).")
+
+
+def guidance_inputs() -> list:
+    """model, positive, negative, edit_latent: the first inputs of Guider, Edit and Sweep."""
+    return [
+        io.Model.Input("model", tooltip="The InstructPix2Pix model (8-channel UNet)."),
+        io.Conditioning.Input("positive", tooltip="The encoded instruction, e.g. 'make it snowy'."),
+        io.Conditioning.Input("negative", tooltip="The encoded empty prompt (the paper's unconditional text)."),
+        io.Latent.Input("edit_latent", tooltip="The image to edit, from 'InstructPix2Pix Encode Image'."),
+    ]
+
+
+def scale_inputs() -> list:
+    """text_cfg and image_cfg widgets (Guider and Edit)."""
+    return [
+        io.Float.Input("text_cfg", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01, tooltip=TEXT_CFG_TOOLTIP),
+        io.Float.Input("image_cfg", default=1.5, min=0.0, max=100.0, step=0.1, round=0.01, tooltip=IMAGE_CFG_TOOLTIP),
+    ]
+
+
+def mask_input() -> Any:
+    return io.Mask.Input("mask", optional=True, tooltip=MASK_TOOLTIP)
+
+
+def noise_input() -> Any:
+    return io.Combo.Input("noise", options=list(NOISE_MODES), default="per item", optional=True, tooltip=NOISE_TOOLTIP)
+
+
+def formula_input() -> Any:
+    return io.Combo.Input("formula", options=list(FORMULAS), default=INSTRUCTPIX2PIX, optional=True, tooltip=FORMULA_TOOLTIP)
