@@ -114,3 +114,69 @@ def test_instructdiffusion_per_item_scales():
 def test_unknown_formula_is_refused():
     with pytest.raises(ValueError, match="formula must be one of"):
         plan_guidance(7.5, 1.5, formula="magic")
+
+
+# -- the hook split, as the guider (nodes/ip2p_guider.py) runs it: plan.combine(predictions, text_step) ----------
+FORMULA_CASES = [("instructpix2pix", t, i) for t, i in itertools.product(SCALES, SCALES)] + [
+    ("instructdiffusion", t, i) for t, i in [(5.0, 1.25), (1.0, 1.0), (0.5, 0.5), (7.5, 0.0)]]
+
+
+def all_predictions(seed=7, shape=(2, 4, 6, 6)):
+    generator = torch.Generator().manual_seed(seed)
+    return {b: torch.randn(shape, generator=generator, dtype=torch.float64) for b in (TEXT_IMAGE, IMAGE_ONLY, UNCOND, TEXT_ONLY)}
+
+
+def written_out(formula, preds, text_cfg, image_cfg):
+    if formula == INSTRUCTDIFFUSION:
+        return instructdiffusion_cfg(preds[TEXT_IMAGE], preds[IMAGE_ONLY], preds[TEXT_ONLY], text_cfg, image_cfg)
+    return dual_cfg(preds[TEXT_IMAGE], preds[IMAGE_ONLY], preds[UNCOND], text_cfg, image_cfg)
+
+
+@pytest.mark.parametrize(("formula", "text_cfg", "image_cfg"), FORMULA_CASES)
+@pytest.mark.parametrize("skip", [True, False])
+def test_the_hook_split_equals_the_formula(formula, text_cfg, image_cfg, skip):
+    # A CFG hook gets (cond = c, uncond = the anchor) and replaces a + s_T (c - a); the plan adds the
+    # rest of the formula after it. A hook that does plain CFG gives the formula exactly, from the
+    # planned branches only (a branch the plan skips is poisoned to prove it is not read).
+    preds = all_predictions()
+    plan = plan_guidance(text_cfg, image_cfg, skip_branches=skip, formula=formula)
+    planned = {b: preds[b] if b in plan.branches else torch.full_like(preds[b], float("nan")) for b in preds}
+    seen = []
+
+    def plain_cfg(cond, anchor):
+        seen.append((cond, anchor))
+        return anchor + (cond - anchor) * plan.text_factor(cond)
+
+    expected = written_out(formula, preds, text_cfg, image_cfg)
+    torch.testing.assert_close(plan.combine(planned, plain_cfg), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(plan.combine(planned), expected, rtol=1e-12, atol=1e-12)
+    (cond, anchor), = seen
+    assert cond is planned[TEXT_IMAGE] and anchor is planned[plan.anchor]
+    assert plan.branches[plan.anchor_index] == plan.anchor and plan.branches[0] == TEXT_IMAGE
+    # the hook's bracket is replaced, the rest is kept: a hook returning zero leaves the image term alone
+    rest = plan.combine(planned, lambda cond, anchor: torch.zeros_like(cond))
+    correction = plan.image_correction(planned)
+    torch.testing.assert_close(rest, torch.zeros_like(rest) if correction is None else correction)
+
+
+@pytest.mark.parametrize("formula", ["instructpix2pix", "instructdiffusion"])
+def test_per_item_hook_split(formula):
+    # A sweep's cells in one batch: cond_scale is a per-item tensor and each item gets its own formula.
+    preds = all_predictions(8)
+    texts, images = (5.0, 7.5), (1.5, 1.25)
+    plan = plan_guidance(texts, images, formula=formula)
+    factor = plan.text_factor(preds[TEXT_IMAGE])
+    assert factor.shape == (2, 1, 1, 1) and factor.flatten().tolist() == list(texts)
+    out = plan.combine(preds, lambda cond, anchor: anchor + (cond - anchor) * factor)
+    for index, (text_cfg, image_cfg) in enumerate(zip(texts, images)):
+        one = {b: p[index:index + 1] for b, p in preds.items()}
+        torch.testing.assert_close(out[index:index + 1], written_out(formula, one, text_cfg, image_cfg), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(("formula", "text_cfg", "image_cfg", "positions"), [
+    ("instructpix2pix", 7.5, 1.0, {0}), ("instructpix2pix", 1.0, 1.0, {0}), ("instructdiffusion", 5.0, 1.25, {0, 2})])
+def test_full_plan_and_the_branches_patches_see_as_cond(formula, text_cfg, image_cfg, positions):
+    plan = plan_guidance(text_cfg, image_cfg, formula=formula)
+    assert plan.full.branches == plan_guidance(text_cfg, image_cfg, skip_branches=False, formula=formula).branches
+    assert len(plan.full.branches) == 3
+    assert plan.text_positions == frozenset(positions)

@@ -110,3 +110,27 @@ def test_token_sequences_of_different_lengths_batch_by_repetition():
     query = torch.rand((1, 5, 8))
     attention = torch.nn.functional.scaled_dot_product_attention
     torch.testing.assert_close(attention(query, short, short), attention(query, stacked[:1], stacked[:1]))
+
+
+def test_runs_group_cells_by_branches_and_respect_the_run_size():
+    from ipx2p_core.sweep import cells_in_memory, plan_runs, run_scales
+
+    cells = [(5.0, 1.0), (5.0, 1.5), (7.5, 1.0), (7.5, 1.5), (3.0, 3.0), (10.0, 1.0)]
+    asked = []
+
+    def run_size(branches, wanted):
+        asked.append((branches, wanted))
+        return 2
+
+    runs = plan_runs(cells, run_size)
+    assert runs == [[0, 2], [5], [1, 3], [4]]  # {c, i}: 0, 2, 5; all three: 1, 3; {c, u}: 4
+    assert asked == [(2, 3), (3, 2), (2, 1)]
+    assert plan_runs(cells, lambda branches, wanted: wanted) == [[0, 2, 5], [1, 3], [4]]
+    assert plan_runs(cells, lambda branches, wanted: 0) == [[0], [2], [5], [1], [3], [4]]  # never below one cell
+    assert [len(run) for run in plan_runs(cells[:2], lambda b, w: w, formula="instructdiffusion")] == [2]
+    assert run_scales(cells, [1, 3]) == ((5.0, 7.5), (1.5, 1.5))
+    assert run_scales(cells, [4]) == (3.0, 3.0)
+    assert cells_in_memory(per_cell=100.0, free=1000.0, wanted=20) == 8
+    assert cells_in_memory(per_cell=100.0, free=10.0, wanted=20) == 1
+    assert cells_in_memory(per_cell=0.0, free=10.0, wanted=20) == 20
+    assert cells_in_memory(per_cell=1.0, free=1e9, wanted=5) == 5
