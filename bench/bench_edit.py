@@ -789,7 +789,7 @@ def family_memory_gib(size: int, dtype: str, variants: list[str]) -> dict[str, f
     fp32 weights and, while loading, the whole state dict; diffusers maps the file and copies only to
     convert the dtype. Activations scale with pixels. Only the largest load transient counts: workers
     load one by one."""
-    from ipx2p_core import layouts
+    from ipx2p_tools.testkit import layouts
 
     counts = {"unet": 0, "text": 0, "vae": 0}
     for key, shape in layouts.sdxl_checkpoint_layout(8):
