@@ -48,14 +48,6 @@ class EditFit:
     width: int
     height: int
 
-    @property
-    def scale_x(self) -> float:
-        return self.width / self.source.width
-
-    @property
-    def scale_y(self) -> float:
-        return self.height / self.source.height
-
 
 def centre_crop_box(width: int, height: int, target_width: int, target_height: int) -> Box:
     """The part of a width x height picture that a centre fit to the target's aspect keeps.
@@ -139,12 +131,6 @@ def picture_to_fit(picture: torch.Tensor, fit: EditFit) -> torch.Tensor:
     return resize_image(picture[:, rows, columns], fit.width, fit.height)
 
 
-def mask_to_fit(mask: torch.Tensor, fit: EditFit) -> torch.Tensor:
-    """A mask [B,H,W] of the picture, framed as the Encode node framed the picture: [B,h,w]."""
-    rows, columns = fit.source.slices()
-    return resize_mask(mask[:, rows, columns], fit.width, fit.height)
-
-
 # -- regions for crop-and-stitch ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class CropPlan:
@@ -181,11 +167,6 @@ def _grow_span(start: int, length: int, new_length: int, limit: int) -> tuple[in
     new_start = start - (new_length - length) // 2
     new_start = max(0, min(new_start, limit - new_length))
     return new_start, new_length
-
-
-def working_sizes(resolution: int) -> list[tuple[int, int]]:
-    """(long, short) sizes the working resolution allows: long = resolution, short = 64 k."""
-    return [(resolution, 64 * k) for k in range(1, resolution // 64 + 1)]
 
 
 MAX_GROWTH = 0.15

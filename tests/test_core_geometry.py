@@ -9,7 +9,6 @@ import torch
 
 from ipx2p_core.geometry import (
     Box, bounding_box, centre_crop_box, edit_fit, fit_to_picture, plan_crop, resize_image, resize_mask, same_aspect,
-    working_sizes,
 )
 from ipx2p_core.image import edit_size
 from ipx2p_core.masks import latent_mask
@@ -87,6 +86,11 @@ def test_bounding_box():
     mask[0, 10:20, 30:35] = 1
     mask[1, 40, 70] = 0.2
     assert bounding_box(mask) == Box(30, 10, 41, 31)
+
+
+def working_sizes(resolution: int) -> list[tuple[int, int]]:
+    """(long, short) sizes the working resolution allows: long = resolution, short = 64 k."""
+    return [(resolution, 64 * k) for k in range(1, resolution // 64 + 1)]
 
 
 def allowed(width: int, height: int, resolution: int) -> bool:
