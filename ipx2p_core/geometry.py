@@ -81,6 +81,15 @@ def edit_fit(mode: str, width: int, height: int, resolution: int) -> EditFit:
     return EditFit(width, height, source, new_width, new_height)
 
 
+def source_pixels(image: torch.Tensor, fit: EditFit) -> torch.Tensor:
+    """The part of image [B,H,W,C] that the fit keeps: [B,sh,sw,C] for its source box, a view (the
+    input itself when the box is the whole picture). The Encode node then scales it to the fit's size."""
+    if fit.source == Box(0, 0, int(image.shape[2]), int(image.shape[1])):
+        return image
+    rows, columns = fit.source.slices()
+    return image[:, rows, columns]
+
+
 def same_aspect(width: int, height: int, other_width: int, other_height: int) -> bool:
     """True when two sizes have one aspect up to the rounding of a resize (one pixel of the larger)."""
     return abs(width * other_height - height * other_width) <= max(other_width, other_height, width, height)
@@ -127,8 +136,7 @@ def fit_to_picture(edited: torch.Tensor, fit: EditFit) -> torch.Tensor:
 
 def picture_to_fit(picture: torch.Tensor, fit: EditFit) -> torch.Tensor:
     """The picture [B,H,W,C] as the Encode node framed it: the source box scaled to the edit size."""
-    rows, columns = fit.source.slices()
-    return resize_image(picture[:, rows, columns], fit.width, fit.height)
+    return resize_image(source_pixels(picture, fit), fit.width, fit.height)
 
 
 # -- regions for crop-and-stitch ---------------------------------------------------------------------
