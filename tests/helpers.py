@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ipx2p_tools.layout import REPO_ROOT
 from ipx2p_tools.testkit.graph import Graph, read_saved_latent, save_latent  # noqa: F401  (tests import them from here)
 from ipx2p_tools.workflow import ApiWorkflow, load_ui, ui_to_api
+
+if TYPE_CHECKING:
+    import torch
 
 WORKFLOWS = REPO_ROOT / "workflows"
 
@@ -31,6 +35,12 @@ def small_edit_prompt(object_info, ckpt_name: str, image_name: str, steps=2, see
 
 def relative_l2(a, b) -> float:
     return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+def precision_recall(found: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
+    """(precision, recall) of a found boolean mask against the true one."""
+    hits = float((found & truth).sum())
+    return hits / max(1.0, float(found.sum())), hits / float(truth.sum())
 
 
 def write_picture(directory: Path, name: str, size, color=(40, 110, 190)) -> str:
