@@ -205,8 +205,9 @@ class BenchFloor:
         import nodes
         import torch
 
-        guider_module = sys.modules[nodes.NODE_CLASS_MAPPINGS["IPX2P_Guider"].__module__]
-        options = guider_module.attention_options(model)
+        from ipx2p_tools.host import pack_module
+
+        options = pack_module(nodes, "engine").attention_options(model)
         comfy.model_management.load_models_gpu([model])
         generator = torch.Generator().manual_seed(seed)
         latent = size // 8
@@ -252,7 +253,6 @@ class HostWorker:
         self.targets: dict[str, Target] = {}
 
     def boot(self) -> None:
-        sys.path.insert(0, str(REPO / "tests"))
         from ipx2p_tools.host import InProcessHost
         from ipx2p_tools.layout import selected_host
 
@@ -274,7 +274,7 @@ class HostWorker:
             raise RuntimeError("the bench graph does not validate:\n" + checked.error_text())
 
     def build(self, ckpt_name: str, picture_name: str) -> None:
-        from helpers import Graph
+        from ipx2p_tools.testkit.graph import Graph
 
         g = Graph()
         image = g.add("LoadImage", image=picture_name)
@@ -789,7 +789,7 @@ def family_memory_gib(size: int, dtype: str, variants: list[str]) -> dict[str, f
     fp32 weights and, while loading, the whole state dict; diffusers maps the file and copies only to
     convert the dtype. Activations scale with pixels. Only the largest load transient counts: workers
     load one by one."""
-    from ipx2p_core import layouts
+    from ipx2p_tools.testkit import layouts
 
     counts = {"unet": 0, "text": 0, "vae": 0}
     for key, shape in layouts.sdxl_checkpoint_layout(8):

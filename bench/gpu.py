@@ -322,7 +322,7 @@ class Child:
                      hooks=(hooks, 0))
 
     def pack_graph(self, variant: Variant, seed: int, steps: int, hooks: str = "") -> Any:
-        from helpers import Graph, save_latent
+        from ipx2p_tools.testkit.graph import Graph, save_latent
 
         g = Graph()
         loader, positive, negative, encoded = self.pack_inputs(g)
@@ -345,7 +345,7 @@ class Child:
         return g
 
     def core_graph(self, variant: Variant, seed: int, steps: int, hooks: bool = False) -> Any:
-        from helpers import Graph, save_latent
+        from ipx2p_tools.testkit.graph import Graph, save_latent
 
         g = Graph()
         loader = g.add("CheckpointLoaderSimple", ckpt_name=self.ckpt.name)
@@ -372,7 +372,7 @@ class Child:
         return result
 
     def saved_latent(self, result: Any) -> Any:
-        from helpers import read_saved_latent
+        from ipx2p_tools.testkit.graph import read_saved_latent
 
         node_id = next(k for k, v in result.outputs.items() if "latents" in v)
         return read_saved_latent(self.host, result, node_id)
@@ -512,8 +512,10 @@ class Child:
         dynamic = model.is_dynamic() if hasattr(model, "is_dynamic") else None
         factory = "registered" if getattr(model, "cached_patcher_init", None) is not None else "not registered"
         after_load = self.stand_ins(model)
-        guider_module = sys.modules[self.host.nodes.NODE_CLASS_MAPPINGS["IPX2P_Guider"].__module__]
-        options = guider_module.attention_options(model) if hasattr(guider_module, "attention_options") else {}
+        from ipx2p_tools.host import pack_module
+
+        engine = pack_module(self.host.nodes, "engine")
+        options = engine.attention_options(model) if hasattr(engine, "attention_options") else {}
         sampled_ok = True
         for name in names or ["floor"]:
             if self.time_left() <= 0:
@@ -643,7 +645,6 @@ class Child:
         handler.setFormatter(logging.Formatter("%(relativeCreated)8.0f ms %(levelname)s %(name)s: %(message)s"))
         logging.getLogger().addHandler(handler)
         logging.getLogger().setLevel(logging.INFO)
-        sys.path.insert(0, str(REPO / "tests"))
         emit("INFO", self.boot())
         self.floor_phase()
         self.pack_phase()

@@ -24,8 +24,7 @@ sys.path.insert(0, str(REPO))
 
 
 def host_unet(ckpt: Path, work: Path) -> tuple[Any, dict]:
-    sys.path.insert(0, str(REPO / "tests"))
-    from ipx2p_tools.host import InProcessHost
+    from ipx2p_tools.host import InProcessHost, pack_module
     from ipx2p_tools.layout import selected_host
 
     _, tree = selected_host()
@@ -33,8 +32,7 @@ def host_unet(ckpt: Path, work: Path) -> tuple[Any, dict]:
                          model_dirs={"checkpoints": [ckpt.parent]}).boot()
     loader = host.nodes.NODE_CLASS_MAPPINGS["IPX2P_CheckpointLoader"]
     model = loader.execute(ckpt_name=ckpt.name, weights="auto").result[0]
-    guider_module = sys.modules[host.nodes.NODE_CLASS_MAPPINGS["IPX2P_Guider"].__module__]
-    return model, guider_module.attention_options(model)
+    return model, pack_module(host.nodes, "engine").attention_options(model)
 
 
 def main() -> None:

@@ -48,14 +48,6 @@ class EditFit:
     width: int
     height: int
 
-    @property
-    def scale_x(self) -> float:
-        return self.width / self.source.width
-
-    @property
-    def scale_y(self) -> float:
-        return self.height / self.source.height
-
 
 def centre_crop_box(width: int, height: int, target_width: int, target_height: int) -> Box:
     """The part of a width x height picture that a centre fit to the target's aspect keeps.
@@ -87,6 +79,15 @@ def edit_fit(mode: str, width: int, height: int, resolution: int) -> EditFit:
     else:
         source = centre_crop_box(width, height, new_width, new_height)
     return EditFit(width, height, source, new_width, new_height)
+
+
+def source_pixels(image: torch.Tensor, fit: EditFit) -> torch.Tensor:
+    """The part of image [B,H,W,C] that the fit keeps: [B,sh,sw,C] for its source box, a view (the
+    input itself when the box is the whole picture). The Encode node then scales it to the fit's size."""
+    if fit.source == Box(0, 0, int(image.shape[2]), int(image.shape[1])):
+        return image
+    rows, columns = fit.source.slices()
+    return image[:, rows, columns]
 
 
 def same_aspect(width: int, height: int, other_width: int, other_height: int) -> bool:
@@ -135,14 +136,7 @@ def fit_to_picture(edited: torch.Tensor, fit: EditFit) -> torch.Tensor:
 
 def picture_to_fit(picture: torch.Tensor, fit: EditFit) -> torch.Tensor:
     """The picture [B,H,W,C] as the Encode node framed it: the source box scaled to the edit size."""
-    rows, columns = fit.source.slices()
-    return resize_image(picture[:, rows, columns], fit.width, fit.height)
-
-
-def mask_to_fit(mask: torch.Tensor, fit: EditFit) -> torch.Tensor:
-    """A mask [B,H,W] of the picture, framed as the Encode node framed the picture: [B,h,w]."""
-    rows, columns = fit.source.slices()
-    return resize_mask(mask[:, rows, columns], fit.width, fit.height)
+    return resize_image(source_pixels(picture, fit), fit.width, fit.height)
 
 
 # -- regions for crop-and-stitch ---------------------------------------------------------------------
@@ -181,11 +175,6 @@ def _grow_span(start: int, length: int, new_length: int, limit: int) -> tuple[in
     new_start = start - (new_length - length) // 2
     new_start = max(0, min(new_start, limit - new_length))
     return new_start, new_length
-
-
-def working_sizes(resolution: int) -> list[tuple[int, int]]:
-    """(long, short) sizes the working resolution allows: long = resolution, short = 64 k."""
-    return [(resolution, 64 * k) for k in range(1, resolution // 64 + 1)]
 
 
 MAX_GROWTH = 0.15

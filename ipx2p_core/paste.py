@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .geometry import (
-    Box, CropPlan, EditFit, Stitch, fit_to_picture, picture_to_fit, place, resize_image, resize_mask, same_aspect,
+    Box, CropPlan, EditFit, Stitch, fit_to_picture, picture_to_fit, place, resize_image, resize_mask,
 )
 from .masks import ChangeSettings, colour_match, composite, detect_changes, feather, grow
 
@@ -112,10 +112,6 @@ def paste_back(original: torch.Tensor, edited: torch.Tensor, fit: EditFit, mask:
         pasted = colour_match(pasted, broadcast(original[..., :3], batch), weight, covered, ring)
     result = composite(broadcast(original[..., :3], batch), pasted, weight)
     return result, weight
-
-
-def edit_matches_fit(edited_width: int, edited_height: int, fit: EditFit) -> bool:
-    return same_aspect(edited_width, edited_height, fit.width, fit.height)
 
 
 # -- crop and stitch ---------------------------------------------------------------------------------

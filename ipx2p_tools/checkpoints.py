@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from ipx2p_core import layouts, sd15_layout
-from ipx2p_core.synthetic import GENERATOR_VERSION, random_state_dict, write_random_checkpoint
+from ipx2p_tools.testkit import layouts, sd15_layout
+from ipx2p_tools.testkit.synthetic import GENERATOR_VERSION, random_state_dict, write_random_checkpoint
 from ipx2p_tools.layout import CACHE_DIR
 
 log = logging.getLogger(__name__)

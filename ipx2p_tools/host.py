@@ -6,12 +6,14 @@ Used by the `edit` command and by the tests. One host per process: ComfyUI keeps
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 
@@ -247,3 +249,14 @@ class InProcessHost:
                 base = Path(folder_paths.get_directory_by_type(image.get("type", "output")))
                 files.append(base / image.get("subfolder", "") / image["filename"])
         return files
+
+
+def pack_module(host_nodes: Any, name: str) -> ModuleType:
+    """The pack's submodule `name` of nodes/ (e.g. "engine") as the host imported it.
+
+    host_nodes: the host's `nodes` module. The host imports the pack under a name of its own choosing
+    (the folder, or its path), so the package is read off a registered node's module."""
+    package = host_nodes.NODE_CLASS_MAPPINGS["IPX2P_Guider"].__module__.rsplit(".", 1)[0]
+    qualified = f"{package}.{name}"
+    module = sys.modules.get(qualified)
+    return module if module is not None else importlib.import_module(qualified)

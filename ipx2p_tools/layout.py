@@ -16,7 +16,6 @@ ARTIFACTS_DIR = REPO_ROOT / ".artifacts"
 PACK_DIR_NAME = "ComfyUI-IPX2P"
 
 DEFAULT_HOST = "0.30.0"
-FLOOR_HOST = "0.3.75"
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ from typing import Any
 import comfy.utils
 import torch
 
-from ..ipx2p_core.image import RESIZE_MODES, edit_size
+from ..ipx2p_core.geometry import edit_fit, source_pixels
+from ..ipx2p_core.image import RESIZE_MODES
 from ._comfy import io
 from .common import as_image, edit_conditionings, input_error
 
@@ -18,15 +19,17 @@ CONDITIONING = "IPX2P_Conditioning"
 
 
 def resize_for_edit(image: torch.Tensor, mode: str, resolution: int) -> torch.Tensor:
-    """image [B,H,W,C] float 0..1 -> [B,H',W',C] at the mode's size (Lanczos, centre fit)."""
+    """image [B,H,W,C] float 0..1 -> [B,H',W',C] at the mode's size: the fit's source box (core
+    `edit_fit`), scaled to the fit's size with the host's Lanczos when the sizes differ."""
     height, width = int(image.shape[1]), int(image.shape[2])
     if mode not in RESIZE_MODES:
         raise input_error(ENCODE, "resize", f"is {mode!r}", f"one of {', '.join(RESIZE_MODES)}", "choose original (the paper's)")
     try:
-        new_width, new_height = edit_size(mode, width, height, resolution)
+        fit = edit_fit(mode, width, height, resolution)
     except ValueError:
         raise input_error(ENCODE, "image", f"is {width}x{height} px", f"at least 8x8 px for resize '{mode}'",
                           "use a larger image, or resize 'original', which scales it up") from None
+    new_width, new_height = fit.width, fit.height
     if new_width * new_height > MAX_EDIT_PIXELS:
         side = int(MAX_EDIT_PIXELS ** 0.5)
         raise input_error(
@@ -35,13 +38,12 @@ def resize_for_edit(image: torch.Tensor, mode: str, resolution: int) -> torch.Te
             f"at most {MAX_EDIT_PIXELS / 1e6:.1f} MP ({side}x{side}); SD1.5 edit models are trained at 512 px",
             f"use resize 'original' (the paper's 512 px) or 'long_side' with a resolution up to {side}, or cut the region "
             "out with 'InstructPix2Pix Crop For Edit' and paste the edit back")
-    if mode == "keep":
-        top, left = (height - new_height) // 2, (width - new_width) // 2
-        return image[:, top:top + new_height, left:left + new_width, :]
-    if (new_width, new_height) == (width, height):
-        return image
-    # The host's Lanczos (PIL) with a centre crop is PIL's ImageOps.fit, as the original script uses.
-    resized = comfy.utils.common_upscale(image.movedim(-1, 1), new_width, new_height, "lanczos", "center")
+    kept = source_pixels(image, fit)
+    if mode == "keep" or (new_width, new_height) == (width, height):  # a crop only, no resampling
+        return kept
+    # The centre crop then the host's Lanczos (PIL) is PIL's ImageOps.fit, as the original script uses;
+    # the crop is common_upscale's own "center" rule (see centre_crop_box), so the host is asked for none.
+    resized = comfy.utils.common_upscale(kept.movedim(-1, 1), new_width, new_height, "lanczos", "disabled")
     return resized.movedim(1, -1).clamp(0.0, 1.0)
 
 

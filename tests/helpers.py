@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ipx2p_tools.layout import REPO_ROOT
+from ipx2p_tools.testkit.graph import Graph, read_saved_latent, save_latent  # noqa: F401  (tests import them from here)
 from ipx2p_tools.workflow import ApiWorkflow, load_ui, ui_to_api
+
+if TYPE_CHECKING:
+    import torch
 
 WORKFLOWS = REPO_ROOT / "workflows"
 
@@ -28,35 +33,14 @@ def small_edit_prompt(object_info, ckpt_name: str, image_name: str, steps=2, see
     return api
 
 
-class Graph:
-    """An API-format prompt built in code: g.add(class_type, **inputs) returns the node id; pass
-    (node_id, slot) tuples as links."""
-
-    def __init__(self) -> None:
-        self.prompt: dict[str, dict] = {}
-
-    def add(self, class_type: str, **inputs) -> str:
-        node_id = str(len(self.prompt) + 1)
-        self.prompt[node_id] = {
-            "class_type": class_type,
-            "inputs": {k: list(v) if isinstance(v, tuple) else v for k, v in inputs.items()},
-        }
-        return node_id
-
-
-def save_latent(graph: Graph, source: str, slot: int = 0) -> str:
-    return graph.add("SaveLatent", samples=(source, slot), filename_prefix="ipx2p_test")
-
-
-def read_saved_latent(host, result, node_id: str):
-    from safetensors.torch import load_file
-
-    info = result.outputs[node_id]["latents"][0]
-    return load_file(str(host.output_dir / info["subfolder"] / info["filename"]))["latent_tensor"]
-
-
 def relative_l2(a, b) -> float:
     return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+def precision_recall(found: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
+    """(precision, recall) of a found boolean mask against the true one."""
+    hits = float((found & truth).sum())
+    return hits / max(1.0, float(found.sum())), hits / float(truth.sum())
 
 
 def write_picture(directory: Path, name: str, size, color=(40, 110, 190)) -> str:

@@ -23,8 +23,8 @@ import pytest
 import torch
 
 from helpers import Graph, rect_mask, save_latent, write_picture
-from ipx2p_core import sd15_layout
-from ipx2p_core.synthetic import write_random_checkpoint
+from ipx2p_tools.testkit import sd15_layout
+from ipx2p_tools.testkit.synthetic import write_random_checkpoint
 
 pytestmark = pytest.mark.usefixtures("clean_host")
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from ipx2p_core import layouts, sd15_layout
 from ipx2p_core.families import FAMILIES, UnsupportedModel, detect_family, info_text, unet_facts
+from ipx2p_tools.testkit import layouts, sd15_layout
 
 
 def shapes(layout, extra=()):

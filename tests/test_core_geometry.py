@@ -9,7 +9,7 @@ import torch
 
 from ipx2p_core.geometry import (
     Box, bounding_box, centre_crop_box, edit_fit, fit_to_picture, plan_crop, resize_image, resize_mask, same_aspect,
-    working_sizes,
+    source_pixels,
 )
 from ipx2p_core.image import edit_size
 from ipx2p_core.masks import latent_mask
@@ -38,6 +38,17 @@ def test_edit_fit_source_lies_in_the_picture_and_has_the_edit_aspect(mode, size)
         # trimmed only along one side, by at most what the aspect needs
         assert box.width == width or box.height == height
         assert same_aspect(box.width, box.height, fit.width, fit.height)
+
+
+def test_source_pixels_are_the_fit_source_box():
+    image = torch.rand((2, 203, 97, 3))
+    kept = source_pixels(image, edit_fit("keep", 97, 203, 512))  # 96x200: one column and three rows trimmed
+    assert torch.equal(kept, image[:, 1:201, 0:96, :])
+    framed = source_pixels(image, edit_fit("original", 97, 203, 512))
+    box = centre_crop_box(97, 203, *edit_size("original", 97, 203, 512))
+    assert torch.equal(framed, image[:, box.top:box.bottom, box.left:box.right, :])
+    whole = torch.rand((1, 64, 64, 3))
+    assert source_pixels(whole, edit_fit("original", 64, 64, 64)) is whole
 
 
 def test_fit_to_picture_inverts_the_scale():
@@ -87,6 +98,11 @@ def test_bounding_box():
     mask[0, 10:20, 30:35] = 1
     mask[1, 40, 70] = 0.2
     assert bounding_box(mask) == Box(30, 10, 41, 31)
+
+
+def working_sizes(resolution: int) -> list[tuple[int, int]]:
+    """(long, short) sizes the working resolution allows: long = resolution, short = 64 k."""
+    return [(resolution, 64 * k) for k in range(1, resolution // 64 + 1)]
 
 
 def allowed(width: int, height: int, resolution: int) -> bool:

@@ -1,5 +1,4 @@
-"""Sweeps and instruction batches without the host: value lists, random guidance, cell order,
-grid layout, per-item guidance, token batching."""
+"""Sweeps without the host: value lists, random guidance, cell order, grid layout, per-item guidance."""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +6,6 @@ import torch
 
 from ipx2p_core.guidance import BRANCHES, IMAGE_ONLY, TEXT_IMAGE, UNCOND, plan_guidance
 from reference import dual_cfg
-from ipx2p_core.instructions import parse_instructions, stack_token_sequences
 from ipx2p_core.sweep import (
     MIN_CELL, display_cell_size, format_scale, grid_cells, grid_layout, parse_values, random_grid_shape,
     random_guidance,
@@ -92,26 +90,6 @@ def test_per_item_scales_give_each_item_its_own_formula():
     # items that share an identity keep the cheaper plan
     assert plan_guidance((5.0, 7.5), (1.0, 1.0)).branches == (TEXT_IMAGE, IMAGE_ONLY)
     assert plan_guidance((2.0, 3.0), (2.0, 3.0)).branches == (TEXT_IMAGE, UNCOND)
-
-
-def test_parse_instructions():
-    assert parse_instructions("make it snowy\n\n  turn it red  \n\t\n") == ["make it snowy", "turn it red"]
-    assert parse_instructions(" \n ") == []
-    assert parse_instructions("a\nb", suffix=", x") == ["a, x", "b, x"]
-
-
-def test_token_sequences_of_different_lengths_batch_by_repetition():
-    short, long = torch.rand((1, 77, 8)), torch.rand((1, 154, 8))
-    stacked = stack_token_sequences([short, long])
-    assert stacked.shape == (2, 154, 8)
-    assert torch.equal(stacked[0, :77], short[0]) and torch.equal(stacked[0, 77:], short[0])
-    assert torch.equal(stacked[1], long[0])
-    # Repeating every key and value leaves attention unchanged.
-    query = torch.rand((1, 5, 8))
-    attention = torch.nn.functional.scaled_dot_product_attention
-    torch.testing.assert_close(attention(query, short, short), attention(query, stacked[:1], stacked[:1]))
-
-
 def test_runs_group_cells_by_branches_and_respect_the_run_size():
     from ipx2p_core.sweep import cells_in_memory, plan_runs, run_scales
 

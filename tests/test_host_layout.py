@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from ipx2p_core import sd15_layout
+from ipx2p_tools.testkit import sd15_layout
 
 
 def strip(layout, prefix):

@@ -6,9 +6,9 @@ import hashlib
 import torch
 from safetensors import safe_open
 
-from ipx2p_core import sd15_layout
 from ipx2p_core.checkpoint import ema_name
-from ipx2p_core.synthetic import random_tensor, write_random_checkpoint
+from ipx2p_tools.testkit import sd15_layout
+from ipx2p_tools.testkit.synthetic import random_tensor, write_random_checkpoint
 
 SMALL_LAYOUT = [
     ("model.diffusion_model.input_blocks.0.0.weight", (8, 8, 3, 3)),

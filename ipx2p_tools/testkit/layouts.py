@@ -28,9 +28,6 @@ class UNetSpec:
 
 
 SD15_UNET = UNetSpec()
-SD21_UNET = UNetSpec(context_dim=1024, linear_proj=True)
-SDXL_UNET = UNetSpec(channel_mult=(1, 2, 4), depth=(0, 2, 10), middle_depth=10, context_dim=2048, linear_proj=True,
-                     adm_in_channels=2816)
 
 
 def _resblock(name: str, in_c: int, out_c: int, time_dim: int) -> Layout:

@@ -3,7 +3,7 @@
 Each function returns an ordered list of (key, shape). The names and shapes follow the CompVis
 `ldm` modules (openaimodel UNet, AutoencoderKL) and Hugging Face's CLIPTextModel, which is how
 SD1.5, instruct-pix2pix and ControlNet 1.x files are written; tests check them against the host's
-own model classes. Used to inspect checkpoints and to build random-weight test checkpoints.
+own model classes. Used to build random-weight test checkpoints.
 """
 from __future__ import annotations
 

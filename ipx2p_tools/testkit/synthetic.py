@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import ema_name
+from ipx2p_core.checkpoint import ema_name
+
 from .sd15_layout import UNET_PREFIX, Layout
 
 # Bump when the values a given (layout, seed) produces change, so caches regenerate.
@@ -127,7 +128,7 @@ def write_random_checkpoint(
         return random_tensor(key, shape, seed)
 
     info = {
-        "generator": "ipx2p_core.synthetic",
+        "generator": "ipx2p_tools.testkit.synthetic",
         "generator_version": GENERATOR_VERSION,
         "seed": seed,
         "with_ema": with_ema,
