@@ -1,7 +1,8 @@
 """Every InstructPix2Pix-shaped model family the pack loads: how each is recognised from tensor
 names and shapes (never from a file name), its base, prediction type, image-latent scale,
-guidance formula and recommended settings. Loaders, the info output and the README read this
-table, so a new family is one entry.
+guidance formula, recommended settings, and how the loaders build it (the load route, the number
+of text encoders, whether a diffusers folder can hold it). Loaders, the info output and the README
+read this table and never a family's name or base, so a new family of a known route is one entry.
 
 Several published models share one layout exactly (InstructPix2Pix, MagicBrush and HIVE's SD1.5
 models are fine-tunes of the same 8-channel SD1.5 UNet; InstructDiffusion too): no tensor tells
@@ -16,6 +17,12 @@ from .guidance import INSTRUCTDIFFUSION, INSTRUCTPIX2PIX
 
 HIVE_SUFFIX = ", image quality is five out of five"
 OFFICIAL_FILE = "instruct-pix2pix-00-22000.safetensors (huggingface.co/timbrooks/instruct-pix2pix)"
+IP2P_UNET = "an 8-channel InstructPix2Pix-style UNet"
+
+# How a loader builds a family's MODEL from a state dict (Family.load_route):
+HOST_GUESS_CONFIG = "host_guess_config"  # the host's own loader detects and builds it (comfy.sd.load_state_dict_guess_config)
+SD2_IP2P_CONFIG = "sd2_ip2p_config"  # the host detects it wrongly: the pack's SD2 InstructPix2Pix config class builds it
+LOAD_ROUTES = (HOST_GUESS_CONFIG, SD2_IP2P_CONFIG)
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,10 @@ class Family:
     layouts: str  # what users have on disk
     core_comfyui: str  # what core ComfyUI does with it
     presets: tuple[Preset, ...]
+    load_route: str  # one of LOAD_ROUTES: how the loaders build the MODEL
+    text_encoders: int  # CLIP text encoders a pipeline of this family has (1, or 2 for SDXL's)
+    diffusers_folder: bool  # the diffusers-folder loader takes it (its UNet maps to the host's through unet_to_diffusers)
+    editable_base: bool = False  # 'Make Any SD1.5 Model Editable' makes it from a text-to-image model of its base
 
     @property
     def recommended(self) -> Preset:
@@ -118,6 +129,7 @@ FAMILIES: tuple[Family, ...] = (
             Preset("InstructDiffusion", 5.0, 1.25, 100, "euler_ancestral", "normal", 512, formula=INSTRUCTDIFFUSION,
                    source="cientgu/InstructDiffusion edit_cli.py"),
         ),
+        load_route=HOST_GUESS_CONFIG, text_encoders=1, diffusers_folder=True, editable_base=True,
     ),
     Family(
         "sd21_ip2p", "SD2.1 InstructPix2Pix (HIVE)", "SD2.x", False, "eps (v with a v_pred key, or set prediction)", 1.0,
@@ -128,6 +140,7 @@ FAMILIES: tuple[Family, ...] = (
             Preset("HIVE (SD2.1)", 7.5, 1.5, 100, "euler_ancestral", "normal", 512, suffix=HIVE_SUFFIX,
                    source="salesforce/HIVE configs/generate_v21_base.yaml, edit_cli_rw_label.py"),
         ),
+        load_route=SD2_IP2P_CONFIG, text_encoders=1, diffusers_folder=False,
     ),
     Family(
         "sdxl_ip2p", "SDXL-InstructPix2Pix", "SDXL", False, "eps", 1.0, "SDXL_instructpix2pix",
@@ -137,6 +150,7 @@ FAMILIES: tuple[Family, ...] = (
             Preset("SDXL-InstructPix2Pix", 3.0, 1.5, 30, "euler", "normal", 768,
                    source="huggingface.co/diffusers/sdxl-instructpix2pix-768 model card"),
         ),
+        load_route=HOST_GUESS_CONFIG, text_encoders=2, diffusers_folder=True,
     ),
     Family(
         "cosxl_edit", "CosXL Edit", "SDXL", True, "v (EDM, cosine-continuous)", 0.13025, "SDXL_instructpix2pix",
@@ -146,6 +160,9 @@ FAMILIES: tuple[Family, ...] = (
             Preset("CosXL Edit", 5.0, 1.5, 20, "euler", "normal", 1024,
                    source="comfyanonymous ComfyUI_examples edit_models (DualCFGGuider 5.0 / 1.5, euler, normal, 20 steps)"),
         ),
+        # A diffusers UNet has no edm_vpred key, so no folder is detected as CosXL; kept True as before
+        # (the loader then refuses what the host builds instead of the family's class).
+        load_route=HOST_GUESS_CONFIG, text_encoders=2, diffusers_folder=True,
     ),
 )
 
@@ -180,7 +197,17 @@ def unet_facts(shapes: Mapping[str, Sequence[int]]) -> UNetFacts | None:
 
 
 class UnsupportedModel(ValueError):
-    """Not an InstructPix2Pix-shaped model; the message says what it is."""
+    """Not an InstructPix2Pix-shaped model. `given` says what the file holds, `expected` what fits,
+    `fix` what to do; the message is "<given>; expected <expected>. Fix: <fix>"."""
+
+    def __init__(self, given: str, fix: str, expected: str = IP2P_UNET) -> None:
+        super().__init__(f"{given}; expected {expected}. Fix: {fix}")
+        self.given = given
+        self.expected = expected
+        self.fix = fix
+
+    def __reduce__(self) -> tuple[type[UnsupportedModel], tuple[str, str, str]]:
+        return type(self), (self.given, self.fix, self.expected)
 
 
 def describe_unsupported(facts: UNetFacts | None) -> tuple[str, str]:
@@ -191,7 +218,7 @@ def describe_unsupported(facts: UNetFacts | None) -> tuple[str, str]:
     kind = {4: "text-to-image", 9: "inpainting"}.get(facts.in_channels or 0, f"{facts.in_channels}-channel")
     article = "an" if kind[0] in "aeiou" else "a"
     what = f"{article} {kind} {base} UNet ({facts.evidence()})"
-    if facts.in_channels == 4 and facts.base == "SD1.5":
+    if facts.in_channels == 4 and any(family.editable_base and family.base == facts.base for family in FAMILIES):
         fix = (f"load an InstructPix2Pix checkpoint such as {OFFICIAL_FILE}, or make this model editable with 'Make Any "
                "SD1.5 Model Editable'; for text-to-image use the core 'Load Checkpoint' node")
     elif facts.in_channels == 4:
@@ -211,7 +238,21 @@ def detect_family(facts: UNetFacts | None) -> Family:
             if family.matches(facts):
                 return family
     what, fix = describe_unsupported(facts)
-    raise UnsupportedModel(f"{what}; expected an 8-channel InstructPix2Pix-style UNet. Fix: {fix}")
+    raise UnsupportedModel(what, fix)
+
+
+def detect_unet(shapes: Mapping[str, Sequence[int]]) -> tuple[Family, UNetFacts]:
+    """(family, facts) of a file's key -> shape; UnsupportedModel if no family takes it."""
+    facts = unet_facts(shapes)
+    family = detect_family(facts)
+    if facts is None:  # detect_family refuses a file without a UNet; this keeps the type exact
+        raise UnsupportedModel(*describe_unsupported(None))
+    return family, facts
+
+
+def diffusers_bases() -> list[str]:
+    """The bases the diffusers-folder loader takes, in table order, each once."""
+    return list(dict.fromkeys(family.base for family in FAMILIES if family.diffusers_folder))
 
 
 def family_by_key(key: str) -> Family:

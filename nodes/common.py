@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from ..ipx2p_core.guidance import edit_batch_size
+from .host_compat import executing_node as executing_node  # re-exported: node files import it from here
 
 log = logging.getLogger(__name__)
 
@@ -17,20 +18,6 @@ OFFICIAL_HINT = "an InstructPix2Pix checkpoint such as instruct-pix2pix-00-22000
 def input_error(node: str, input_name: str, given: str, expected: str, fix: str) -> ValueError:
     """A user error in the shape the host shows on the node: who, what was given, what fits, the fix."""
     return ValueError(f"{node}: input '{input_name}' {given}; expected {expected}. Fix: {fix}")
-
-
-def executing_node(default: str) -> str:
-    """The node the host is running now, as 'KSampler (node 5)', for messages raised from code that
-    several nodes run (model wrappers); `default` where the host cannot say."""
-    try:
-        from comfy_execution.progress import get_progress_state
-        from comfy_execution.utils import get_executing_context
-
-        context = get_executing_context()
-        node = get_progress_state().dynprompt.get_node(context.node_id)
-        return f"{node['class_type']} (node {context.node_id})"
-    except Exception:  # an older host, or called outside a running prompt
-        return default
 
 
 def model_unet_config(model: Any) -> dict:

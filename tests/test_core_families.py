@@ -85,3 +85,83 @@ def test_layouts_have_the_published_sizes():
     assert layouts.unet_layout(layouts.SD15_UNET) == sd15_layout.unet_layout(8)
     assert round(unet_params(layouts.sd21_checkpoint_layout(4)) / 1e6) == 866  # SD2.x UNet, 865.9 M
     assert round(unet_params(layouts.sdxl_checkpoint_layout(4)) / 1e6) == 2567  # SDXL UNet, 2567.5 M
+
+
+# -- the table says how each family loads; no code branches on a base string ---------------------------------
+def test_every_family_says_how_it_loads():
+    from ipx2p_core.families import LOAD_ROUTES
+
+    assert len({family.key for family in FAMILIES}) == len(FAMILIES)
+    for family in FAMILIES:
+        assert family.load_route in LOAD_ROUTES, family.key
+        assert family.text_encoders in (1, 2), family.key
+        assert isinstance(family.diffusers_folder, bool) and isinstance(family.editable_base, bool), family.key
+    routes = {family.key: (family.load_route, family.text_encoders, family.diffusers_folder) for family in FAMILIES}
+    assert routes == {"sd15_ip2p": ("host_guess_config", 1, True), "sd21_ip2p": ("sd2_ip2p_config", 1, False),
+                      "sdxl_ip2p": ("host_guess_config", 2, True), "cosxl_edit": ("host_guess_config", 2, True)}
+
+
+def test_the_diffusers_loader_takes_the_bases_the_table_says():
+    from ipx2p_core.families import diffusers_bases
+
+    assert diffusers_bases() == ["SD1.5", "SDXL"]
+
+
+def test_a_refusal_carries_what_was_given_expected_and_the_fix():
+    import pickle
+
+    from ipx2p_core.families import IP2P_UNET, detect_unet
+
+    with pytest.raises(UnsupportedModel) as caught:
+        detect_unet(shapes(sd15_layout.sd15_checkpoint_layout(4)))
+    error = caught.value
+    assert error.given.startswith("a text-to-image SD1.5 UNet (") and error.expected == IP2P_UNET
+    assert "Make Any SD1.5 Model Editable" in error.fix
+    assert str(error) == f"{error.given}; expected {error.expected}. Fix: {error.fix}"
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.given, copy.expected, copy.fix, str(copy)) == (error.given, error.expected, error.fix, str(error))
+    with pytest.raises(UnsupportedModel, match="no Stable Diffusion UNet"):
+        detect_unet(shapes(sd15_layout.vae_layout()))
+    family, facts = detect_unet(shapes(layouts.sd21_checkpoint_layout(8)))
+    assert family.key == "sd21_ip2p" and facts.context_dim == 1024
+
+
+def base_string_comparisons(source: str, filename: str = "<source>") -> list[int]:
+    """Lines where `<something>.base` is compared with a string literal (or a tuple/list/set of them)."""
+    import ast
+
+    def is_base(node):
+        return isinstance(node, ast.Attribute) and node.attr == "base"
+
+    def is_text(node):
+        if isinstance(node, ast.Constant):
+            return isinstance(node.value, str)
+        return isinstance(node, (ast.Tuple, ast.List, ast.Set)) and any(is_text(item) for item in node.elts)
+
+    lines = []
+    for node in ast.walk(ast.parse(source, filename=filename)):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            if any(is_base(o) for o in operands) and any(is_text(o) for o in operands):
+                lines.append(node.lineno)
+        elif isinstance(node, ast.Match) and is_base(node.subject):
+            lines.append(node.lineno)
+    return sorted(lines)
+
+
+def test_no_code_branches_on_a_family_base_string():
+    from ipx2p_tools.layout import REPO_ROOT
+
+    offenders = {}
+    for folder in ("nodes", "ipx2p_core"):
+        for path in sorted((REPO_ROOT / folder).rglob("*.py")):
+            found = base_string_comparisons(path.read_text(), str(path))
+            if found:
+                offenders[str(path.relative_to(REPO_ROOT))] = found
+    assert offenders == {}
+
+
+def test_the_base_check_catches_a_branch():
+    source = ('if family.base == "SD2.x":\n    pass\nwanted = 2 if family.base == "SDXL" else 1\n'
+              'if family.base not in ("SD1.5", "SDXL"):\n    pass\nsame = other.base != family.base\n')
+    assert base_string_comparisons(source) == [1, 3, 4]

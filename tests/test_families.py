@@ -78,7 +78,8 @@ def test_hive_sd21_with_a_v_prediction_marker_is_set_up_for_v(host, synthetic):
 
     import comfy.utils
 
-    loader = sys.modules[host.nodes.NODE_CLASS_MAPPINGS["IPX2P_CheckpointLoader"].__module__]
+    loader_module = host.nodes.NODE_CLASS_MAPPINGS["IPX2P_CheckpointLoader"].__module__
+    loader = sys.modules[loader_module.rsplit(".", 1)[0] + ".model_loading"]
     state_dict = comfy.utils.load_torch_file(str(synthetic("hive_sd21")), safe_load=True)
     state_dict = {key: value for key, value in state_dict["state_dict"].items()} if "state_dict" in state_dict else state_dict
     assert loader.sd2_prediction(state_dict).name == "EPS"
