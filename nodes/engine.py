@@ -20,6 +20,7 @@ from ..ipx2p_core.masks import latent_mask, mask_batch
 from ..ipx2p_core.region import empty_items
 from ..ipx2p_core.sweep import cells_in_memory, plan_runs, run_scales
 from .common import as_mask, check_guidance, check_text_width, edit_samples, input_error, require_ip2p_model, text_batch
+from .host_compat import sampling_memory
 from .ip2p_guider import InstructPix2PixGuider, attention_options
 from .sampling import NOISE_MODES, initial_noise, sampler_for
 
@@ -213,13 +214,8 @@ def run_edit(node: str, model: Any, positive: list, negative: list, edit_latent:
 def cells_that_fit(model: Any, branches: int, latent_shape: tuple[int, ...], wanted: int) -> int:
     """How many cells one sampling run can batch: what the device's free memory holds (the
     host's own activation estimate for the UNet, with the model's unloaded part set aside)."""
-    try:
-        per_cell = float(model.model.memory_required([branches, *latent_shape[1:]]))
-        free = float(comfy.model_management.get_free_memory(model.load_device))
-        free -= max(0.0, float(model.model_size()) - float(model.loaded_size()))
-    except (AttributeError, TypeError):
-        return wanted
-    return cells_in_memory(per_cell, free, wanted)
+    memory = sampling_memory(model, [branches, *latent_shape[1:]])
+    return wanted if memory is None else cells_in_memory(*memory, wanted)
 
 
 class SweepProgress:

@@ -1,5 +1,5 @@
-"""Every probe of the host's version in the loaders and messages: what newer ComfyUI versions have
-and older ones lack is asked here, once, so a dropped old host is one place to clean up.
+"""Every probe of the host's version in the loaders, the engine and messages: what newer ComfyUI
+versions have and older ones lack is asked here, once, so a dropped old host is one place to clean up.
 (The node API's own version choice is nodes/_comfy.py.)"""
 from __future__ import annotations
 
@@ -49,3 +49,16 @@ def register_reload(model: Any, factory: Callable[..., Any], arguments: tuple) -
     factory(*arguments, disable_dynamic=True)."""
     if hasattr(model, "cached_patcher_init"):
         model.cached_patcher_init = (factory, arguments)
+
+
+def sampling_memory(model: Any, batch_shape: list[int]) -> tuple[float, float] | None:
+    """(bytes a model call on a batch of `batch_shape` needs, bytes free for it on the model's
+    device, the model's unloaded part set aside), from the host's own estimates; None where this
+    host's model objects do not say."""
+    try:
+        needed = float(model.model.memory_required(batch_shape))
+        free = float(comfy.model_management.get_free_memory(model.load_device))
+        free -= max(0.0, float(model.model_size()) - float(model.loaded_size()))
+    except (AttributeError, TypeError):
+        return None
+    return needed, free

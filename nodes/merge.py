@@ -4,15 +4,14 @@ from __future__ import annotations
 from typing import Any
 
 from ._comfy import io
-from .common import input_error, model_in_channels
+from .common import input_error, model_in_channels, model_unet_config
 
 NODE = "IPX2P_MakeEditable"
 CONV_IN = "diffusion_model.input_blocks.0.0.weight"  # 8 channels in IP2P, 4 in the others: kept from IP2P
 
 
 def context_dim(model: Any) -> Any:
-    config = getattr(getattr(model.model, "model_config", None), "unet_config", None) or {}
-    return config.get("context_dim")
+    return model_unet_config(model).get("context_dim")
 
 
 class MakeEditable(io.ComfyNode):
