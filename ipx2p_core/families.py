@@ -61,6 +61,7 @@ class UNetFacts:
     linear_proj: bool | None
     edm_vpred: bool  # CosXL's "edm_vpred.sigma_max" marker
     v_pred_marker: bool  # the "v_pred" key ComfyUI writes into v-prediction checkpoints
+    markers: frozenset[str] = frozenset()  # the table's marker keys (Family.marker_keys) the file holds
 
     @property
     def base(self) -> str | None:
@@ -84,6 +85,7 @@ class UNetFacts:
             parts.append("edm_vpred.sigma_max key")
         if self.v_pred_marker:
             parts.append("v_pred key")
+        parts.extend(f"{key} key" for key in sorted(self.markers))
         return ", ".join(parts)
 
 
@@ -103,13 +105,17 @@ class Family:
     text_encoders: int  # CLIP text encoders a pipeline of this family has (1, or 2 for SDXL's)
     diffusers_folder: bool  # the diffusers-folder loader takes it (its UNet maps to the host's through unet_to_diffusers)
     editable_base: bool = False  # 'Make Any SD1.5 Model Editable' makes it from a text-to-image model of its base
+    # Tensor names only this family's files hold, for a family whose layout another family shares:
+    # a file with all of them is this family (families with markers are tried first).
+    marker_keys: tuple[str, ...] = ()
 
     @property
     def recommended(self) -> Preset:
         return self.presets[0]
 
     def matches(self, facts: UNetFacts) -> bool:
-        return facts.in_channels == 8 and facts.base == self.base and facts.edm_vpred == self.edm
+        return (facts.in_channels == 8 and facts.base == self.base and facts.edm_vpred == self.edm
+                and all(key in facts.markers for key in self.marker_keys))
 
 
 IP2P_PAPER = Preset("InstructPix2Pix", 7.5, 1.5, 100, "euler_ancestral", "normal", 512,
@@ -179,6 +185,7 @@ def unet_facts(shapes: Mapping[str, Sequence[int]]) -> UNetFacts | None:
     None if there is no Stable Diffusion UNet."""
     edm = "edm_vpred.sigma_max" in shapes
     v_pred = "v_pred" in shapes
+    markers = frozenset(key for family in FAMILIES for key in family.marker_keys if key in shapes)
     ldm_conv_in = next((shapes[k] for k in ("model.diffusion_model.input_blocks.0.0.weight", "input_blocks.0.0.weight",
                                              "diffusion_model.input_blocks.0.0.weight") if k in shapes), None)
     if ldm_conv_in is not None:
@@ -186,13 +193,14 @@ def unet_facts(shapes: Mapping[str, Sequence[int]]) -> UNetFacts | None:
         proj_in = _first(shapes, ".proj_in.weight", "input_blocks.")
         label = _first(shapes, "label_emb.0.0.weight")
         return UNetFacts("ldm", int(ldm_conv_in[1]), int(to_k[1]) if to_k else None, int(label[1]) if label else None,
-                         (len(proj_in) == 2) if proj_in is not None else None, edm, v_pred)
+                         (len(proj_in) == 2) if proj_in is not None else None, edm, v_pred, markers)
     if "conv_in.weight" in shapes:
         to_k = _first(shapes, ".transformer_blocks.0.attn2.to_k.weight", "down_blocks.")
         proj_in = _first(shapes, ".proj_in.weight", "down_blocks.")
         label = shapes.get("add_embedding.linear_1.weight")
         return UNetFacts("diffusers", int(shapes["conv_in.weight"][1]), int(to_k[1]) if to_k else None,
-                         int(label[1]) if label else None, (len(proj_in) == 2) if proj_in is not None else None, edm, v_pred)
+                         int(label[1]) if label else None, (len(proj_in) == 2) if proj_in is not None else None, edm, v_pred,
+                         markers)
     return None
 
 
@@ -234,7 +242,7 @@ def describe_unsupported(facts: UNetFacts | None) -> tuple[str, str]:
 def detect_family(facts: UNetFacts | None) -> Family:
     """The family whose layout these facts show; UnsupportedModel (with what it is and the fix) if none."""
     if facts is not None:
-        for family in FAMILIES:
+        for family in sorted(FAMILIES, key=lambda family: -len(family.marker_keys)):  # stable: table order otherwise
             if family.matches(facts):
                 return family
     what, fix = describe_unsupported(facts)

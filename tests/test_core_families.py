@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from ipx2p_core.families import FAMILIES, UnsupportedModel, detect_family, info_text, unet_facts
+from ipx2p_core.families import FAMILIES, UnsupportedModel, detect_family, family_by_key, info_text, unet_facts
 from ipx2p_tools.testkit import layouts, sd15_layout
 
 
@@ -165,3 +165,24 @@ def test_the_base_check_catches_a_branch():
     source = ('if family.base == "SD2.x":\n    pass\nwanted = 2 if family.base == "SDXL" else 1\n'
               'if family.base not in ("SD1.5", "SDXL"):\n    pass\nsame = other.base != family.base\n')
     assert base_string_comparisons(source) == [1, 3, 4]
+
+
+def test_a_new_sd15_fine_tune_family_is_one_table_entry(monkeypatch):
+    # The diff a new IP2P-shaped SD1.5 family needs: this one entry (its marker key tells its files
+    # from the official layout they share). Detection, refusals and info pick it up from the table.
+    import dataclasses
+
+    import ipx2p_core.families as families
+
+    official = family_by_key("sd15_ip2p")
+    new = dataclasses.replace(
+        official, key="sd15_newfix", name="SD1.5 NewFix Edit", marker_keys=("newfix.version",),
+        presets=(families.Preset("NewFix", 6.0, 1.4, 50, "euler_ancestral", "normal", 512, source="its model card"),))
+    monkeypatch.setattr(families, "FAMILIES", (*families.FAMILIES, new))
+    layout = shapes(sd15_layout.sd15_checkpoint_layout(8), extra=("newfix.version",))
+    family, facts = families.detect_unet(layout)
+    assert family.key == "sd15_newfix" and facts.markers == {"newfix.version"}
+    assert "NewFix: text_cfg 6" in info_text(family, facts, "the file's only copy", "fp16", "eps")
+    assert families.detect_unet(shapes(sd15_layout.sd15_checkpoint_layout(8)))[0].key == "sd15_ip2p"  # no marker: as before
+    with pytest.raises(UnsupportedModel):
+        families.detect_unet(shapes(sd15_layout.sd15_checkpoint_layout(4), extra=("newfix.version",)))
