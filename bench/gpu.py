@@ -60,6 +60,7 @@ CHECKPOINT_KIND = "ip2p"  # fp16 file; the loaders store the UNet in the dtype u
 INSTRUCTION = "make it snowy"
 SAMPLER, SCHEDULER = "euler", "normal"
 CHECK_STEPS = 2
+SYNC_STEPS = 20  # the edit whose host-device waits are counted (torch.cuda.set_sync_debug_mode)
 # What ComfyUI 0.30.0's import (and the pack's) needs beyond torch, torchvision, torchaudio and the
 # usual scientific stack; checked against the packages of a CUDA PyTorch image (bench/README.md).
 HOST_MODULES = ("av", "comfy_aimdo", "comfy_kitchen", "torchsde", "simpleeval", "blake3", "yaml", "safetensors",
@@ -293,10 +294,27 @@ class Child:
             if unet is not None:
                 self.count_unet_calls(unet)
 
-    def row(self, name: str, per_step: dict[int, float | None], branches: float | None, result: str = "ok") -> None:
+    def row(self, name: str, per_step: dict[int, float | None], branches: float | None, result: str = "ok",
+            syncs: int | None = None) -> None:
         emit("ROW", {"dtype": self.dtype, "variant": name, "branches": branches,
                      "s_per_step": {str(k): v for k, v in per_step.items()}, "peak_gib": self.peak_gib(),
-                     "device_gib": self.device_used_gib(), "result": result})
+                     "device_gib": self.device_used_gib(), "result": result, "syncs": syncs})
+
+    def count_syncs(self, build: Any) -> int | None:
+        """Host-device waits in one SYNC_STEPS-step run of the graph (CUDA only): the warnings
+        torch.cuda.set_sync_debug_mode("warn") gives for each synchronizing operation."""
+        if self.device != "cuda" or self.time_left() <= 0:
+            return None
+        import warnings
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            self.torch.cuda.set_sync_debug_mode("warn")
+            try:
+                self.run_graph(build(seed=9, steps=SYNC_STEPS))
+            finally:
+                self.torch.cuda.set_sync_debug_mode("default")
+        return sum(1 for warning in caught if "synchroniz" in str(warning.message).lower())
 
     def error_row(self, name: str, error: BaseException | str) -> None:
         text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
@@ -410,7 +428,8 @@ class Child:
                     samples.append((marks[-1][1] - marks[0][1]) / (marks[-1][0] - marks[0][0]))
             per_step[steps] = statistics.median(samples) if samples else None
         skipped = [s for s, v in per_step.items() if v is None]
-        self.row(name, per_step, branches, "ok" if not skipped else f"skipped {skipped} steps (time budget)")
+        syncs = self.count_syncs(build)
+        self.row(name, per_step, branches, "ok" if not skipped else f"skipped {skipped} steps (time budget)", syncs)
 
     def pack_phase(self) -> None:
         self.free(drop_cache=True)
@@ -704,7 +723,8 @@ def fmt_seconds(value: float | None) -> str:
 
 def table(rows: list[dict], checks: list[dict], steps: list[int], device: str) -> str:
     memory = ["peak VRAM GiB", "device VRAM GiB"] if device == "cuda" else ["peak RSS GiB"]
-    head = ["dtype", "variant", "branches"] + [f"s/step @{s}" for s in steps] + memory + ["result"]
+    syncs = [f"host syncs @{SYNC_STEPS}"] if device == "cuda" else []
+    head = ["dtype", "variant", "branches"] + [f"s/step @{s}" for s in steps] + memory + syncs + ["result"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join([" --- "] * len(head)) + "|"]
     for r in rows:
         branches = "-" if r["branches"] is None else f"{r['branches']:g}"
@@ -712,11 +732,12 @@ def table(rows: list[dict], checks: list[dict], steps: list[int], device: str) -
         cells += ["-" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}"]
         if device == "cuda":
             cells += ["-" if r.get("device_gib") is None else f"{r['device_gib']:.2f}"]
+            cells += ["-" if r.get("syncs") is None else str(r["syncs"])]
         cells += [r["result"]]
         lines.append("| " + " | ".join(c.replace("|", "/").replace("\n", " ") for c in cells) + " |")
     for c in checks:
         result = c["result"] + (": " + c["detail"] if c["detail"] else "")
-        cells = [c["dtype"], "check: " + c["check"], "-"] + ["-"] * (len(steps) + len(memory)) + [result[:400]]
+        cells = [c["dtype"], "check: " + c["check"], "-"] + ["-"] * (len(steps) + len(memory) + len(syncs)) + [result[:400]]
         lines.append("| " + " | ".join(x.replace("|", "/").replace("\n", " ") for x in cells) + " |")
     return "\n".join(lines)
 
