@@ -571,7 +571,11 @@ class Child:
 
         torch = self.torch
         self.free()
-        mm.load_models_gpu([model])
+        # The loader ran under inference mode, as the host's executor runs nodes: its tensors are
+        # inference tensors, which the legacy patcher (--no-dynamic-vram) may only move and patch
+        # inside inference mode ("Inference tensors do not track version counter" otherwise).
+        with torch.inference_mode():
+            mm.load_models_gpu([model])
         branches = VARIANTS[name].floor_branches
         device = model.load_device
         latent = self.size // 8
