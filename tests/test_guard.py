@@ -15,6 +15,22 @@ def pack_parts(pack):
     return sys.modules[root + ".nodes.guard"], sys.modules[root + ".ipx2p_core.finite"].FiniteWatch
 
 
+def count_reads(pack, monkeypatch, every: int) -> list:
+    """Make the guard read every `every` steps; returns the list of the step counts at each read."""
+    guard, finite_watch = pack_parts(pack)
+    monkeypatch.setattr(guard, "check_every", lambda device: every)
+    reads = []
+    original = finite_watch.first_bad_sigma
+
+    def counted(self):
+        if self._pending:
+            reads.append(self.steps)
+        return original(self)
+
+    monkeypatch.setattr(finite_watch, "first_bad_sigma", counted)
+    return reads
+
+
 def poisoned(model, bad_call: int, calls: list):
     """A clone of `model` whose UNet output turns NaN at call `bad_call` (1-based)."""
     def wrapper(apply_model, args):
@@ -33,18 +49,8 @@ def poisoned(model, bad_call: int, calls: list):
     (1, 5, 2, [1, 2]),  # the CPU's default: every step is read
 ])
 def test_a_nan_prediction_is_found_with_few_reads(host, pack, loaded, monkeypatch, every, steps, calls_made, reads_at):
-    guard, finite_watch = pack_parts(pack)
     model, clip, vae = loaded
-    monkeypatch.setattr(guard, "check_every", lambda device: every)
-    reads = []
-    original = finite_watch.first_bad_sigma
-
-    def counted(self):
-        if self._pending:
-            reads.append(self.steps)
-        return original(self)
-
-    monkeypatch.setattr(finite_watch, "first_bad_sigma", counted)
+    reads = count_reads(pack, monkeypatch, every)
     calls: list[float] = []
     with pytest.raises(ValueError, match="predicted NaN or infinite values at sigma") as error:
         pack.run_edit("test", poisoned(model, 2, calls), encode_text(clip, "make it snowy"), encode_text(clip, ""),
@@ -57,18 +63,8 @@ def test_a_nan_prediction_is_found_with_few_reads(host, pack, loaded, monkeypatc
 
 
 def test_a_finite_run_reads_once_per_n_steps(host, pack, loaded, monkeypatch):
-    guard, finite_watch = pack_parts(pack)
     model, clip, vae = loaded
-    monkeypatch.setattr(guard, "check_every", lambda device: 4)
-    reads = []
-    original = finite_watch.first_bad_sigma
-
-    def counted(self):
-        if self._pending:
-            reads.append(self.steps)
-        return original(self)
-
-    monkeypatch.setattr(finite_watch, "first_bad_sigma", counted)
+    reads = count_reads(pack, monkeypatch, 4)
     latent = pack.run_edit("test", model, encode_text(clip, "make it snowy"), encode_text(clip, ""),
                            {"samples": vae.encode(pixels((48, 32)))}, seed=0, steps=6, text_cfg=7.5, image_cfg=1.5,
                            sampler_name="euler", scheduler="normal", denoise=1.0)
