@@ -9,7 +9,7 @@ import torch
 from ..ipx2p_core.guidance import INSTRUCTPIX2PIX
 from ._comfy import io
 from .engine import EditRequest, Sampling, edit
-from .schema_parts import formula_input, guidance_inputs, mask_input, noise_input, scale_inputs
+from .schema_parts import fast_input, formula_input, guidance_inputs, mask_input, noise_input, scale_inputs
 
 EDIT = "IPX2P_Edit"
 
@@ -43,6 +43,7 @@ class Edit(io.ComfyNode):
                 mask_input(),
                 noise_input(),
                 formula_input(),
+                fast_input(),
             ],
             outputs=[io.Latent.Output(tooltip="The edited latent (the VAE's unscaled space, like edit_latent): decode it "
                                               "with VAE Decode or chain it into another edit.")],
@@ -51,7 +52,9 @@ class Edit(io.ComfyNode):
     @classmethod
     def execute(cls, model: Any, positive: list, negative: list, edit_latent: dict, seed: int, steps: int,
                 text_cfg: float, image_cfg: float, sampler_name: str, scheduler: str, denoise: float,
-                mask: torch.Tensor | None = None, noise: str = "per item", formula: str = INSTRUCTPIX2PIX) -> io.NodeOutput:
+                mask: torch.Tensor | None = None, noise: str = "per item", formula: str = INSTRUCTPIX2PIX,
+                fast: bool = False) -> io.NodeOutput:
         sampling = Sampling(seed, steps, sampler_name, scheduler, denoise, noise).checked(EDIT)
-        request = EditRequest.checked(EDIT, model, positive, negative, edit_latent, text_cfg, image_cfg, mask, formula)
+        request = EditRequest.checked(EDIT, model, positive, negative, edit_latent, text_cfg, image_cfg, mask, formula,
+                                      fast)
         return io.NodeOutput({"samples": edit(request, sampling)})

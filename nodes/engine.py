@@ -62,10 +62,11 @@ class EditRequest:
     formula: str = INSTRUCTPIX2PIX
     region: torch.Tensor | None = None
     batch_index: list[int] | None = None
+    fast: bool = False
 
     @classmethod
     def checked(cls, node: str, model: Any, positive: list, negative: list, edit_latent: Any, text_cfg: Scale,
-                image_cfg: Scale, mask: Any = None, formula: str = INSTRUCTPIX2PIX) -> EditRequest:
+                image_cfg: Scale, mask: Any = None, formula: str = INSTRUCTPIX2PIX, fast: bool = False) -> EditRequest:
         """The request, or the first bad input as a ValueError naming `node`. A noise_mask on
         edit_latent (core Set Latent Noise Mask) is the region when `mask` is None, as KSampler
         honours it."""
@@ -84,7 +85,7 @@ class EditRequest:
         if pixels_mask is not None:
             region = region_mask(node, pixels_mask, batch, int(samples.shape[-2]), int(samples.shape[-1]))
         return cls(node, model, positive, negative, samples, batch, text_cfg, image_cfg, formula, region,
-                   edit_latent.get("batch_index"))
+                   edit_latent.get("batch_index"), bool(fast))
 
     def with_scales(self, text_cfg: Scale, image_cfg: Scale) -> EditRequest:
         return dataclasses.replace(self, text_cfg=text_cfg, image_cfg=image_cfg)
@@ -130,15 +131,17 @@ class Sampling:
 
 def guider_for(request: EditRequest) -> InstructPix2PixGuider:
     """The pack's guider for a request (the caller's MODEL is cloned, never changed)."""
-    guider = InstructPix2PixGuider(request.model, request.text_cfg, request.image_cfg, request.formula, request.node)
+    guider = InstructPix2PixGuider(request.model, request.text_cfg, request.image_cfg, request.formula, request.node,
+                                   fast=request.fast)
     guider.set_edit(request.positive, request.negative, request.image_latent, request.region)
     return guider
 
 
 def build_guider(node: str, model: Any, positive: list, negative: list, edit_latent: dict, text_cfg: Scale,
-                 image_cfg: Scale, mask: Any = None, formula: str = INSTRUCTPIX2PIX) -> tuple[InstructPix2PixGuider, int]:
+                 image_cfg: Scale, mask: Any = None, formula: str = INSTRUCTPIX2PIX, fast: bool = False
+                 ) -> tuple[InstructPix2PixGuider, int]:
     """The guider for these inputs, checked, and the edit's batch."""
-    request = EditRequest.checked(node, model, positive, negative, edit_latent, text_cfg, image_cfg, mask, formula)
+    request = EditRequest.checked(node, model, positive, negative, edit_latent, text_cfg, image_cfg, mask, formula, fast)
     return guider_for(request), request.batch
 
 
@@ -203,10 +206,10 @@ def edit(request: EditRequest, sampling: Sampling, batch: int | None = None, cal
 def run_edit(node: str, model: Any, positive: list, negative: list, edit_latent: dict, *, seed: int, steps: int,
              text_cfg: Scale, image_cfg: Scale, sampler_name: str, scheduler: str, denoise: float,
              mask: torch.Tensor | None = None, noise_mode: str = "per item", batch: int | None = None,
-             callback: Any = None, formula: str = INSTRUCTPIX2PIX) -> torch.Tensor:
+             callback: Any = None, formula: str = INSTRUCTPIX2PIX, fast: bool = False) -> torch.Tensor:
     """edit() from a node's inputs: the sampling settings, then the request, checked once."""
     sampling = Sampling(seed, steps, sampler_name, scheduler, denoise, noise_mode).checked(node)
-    request = EditRequest.checked(node, model, positive, negative, edit_latent, text_cfg, image_cfg, mask, formula)
+    request = EditRequest.checked(node, model, positive, negative, edit_latent, text_cfg, image_cfg, mask, formula, fast)
     return edit(request, sampling, batch, callback)
 
 
@@ -261,10 +264,10 @@ def sweep(request: EditRequest, sampling: Sampling, cells: list[tuple[float, flo
 
 def sweep_latents(model: Any, positive: list, negative: list, edit_latent: dict, cells: list[tuple[float, float]], *,
                   node: str = "IPX2P_GuidanceSweep", seed: int, steps: int, sampler_name: str, scheduler: str,
-                  denoise: float, mask: torch.Tensor | None, cells_per_run: int = 0, formula: str = INSTRUCTPIX2PIX
-                  ) -> torch.Tensor:
+                  denoise: float, mask: torch.Tensor | None, cells_per_run: int = 0, formula: str = INSTRUCTPIX2PIX,
+                  fast: bool = False) -> torch.Tensor:
     """sweep() from a node's inputs, checked once (every cell's scales among them)."""
     sampling = Sampling(seed, steps, sampler_name, scheduler, denoise, "same for all").checked(node)
     texts, images = tuple(cell[0] for cell in cells), tuple(cell[1] for cell in cells)
-    request = EditRequest.checked(node, model, positive, negative, edit_latent, texts, images, mask, formula)
+    request = EditRequest.checked(node, model, positive, negative, edit_latent, texts, images, mask, formula, fast)
     return sweep(request, sampling, cells, cells_per_run)

@@ -62,3 +62,17 @@ def sampling_memory(model: Any, batch_shape: list[int]) -> tuple[float, float] |
     except (AttributeError, TypeError):
         return None
     return needed, free
+
+
+def clone_resident(model: Any, override: Any = None) -> Any:
+    """A clone of a dynamic-VRAM MODEL on the host's standard patcher (weights resident in VRAM once
+    loaded), as core's TorchCompileModel makes one: the first time by reloading the model through
+    its reload factory (`cached_patcher_init`), later from `override` (that first clone's
+    get_clone_model_override()), so the weights are read once per model. TypeError on hosts
+    without `disable_dynamic`, RuntimeError where the model has no reload factory."""
+    parameters = inspect.signature(model.clone).parameters
+    if "disable_dynamic" not in parameters:
+        raise TypeError("this ComfyUI cannot clone a model without dynamic VRAM")
+    if override is not None and "model_override" in parameters:
+        return model.clone(disable_dynamic=True, model_override=override)
+    return model.clone(disable_dynamic=True)

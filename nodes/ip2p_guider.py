@@ -7,6 +7,7 @@ read. The math itself (which branches, their weights, the blend) is in ipx2p_cor
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import comfy.ldm.modules.attention as host_attention
@@ -21,6 +22,7 @@ from ..ipx2p_core import region
 from ..ipx2p_core.guidance import BRANCH_INPUTS, FORMULA_BRANCHES, IMAGE_ONLY, INSTRUCTPIX2PIX, TEXT_IMAGE, TEXT_ONLY, UNCOND, \
     Scale, plan_guidance
 from .common import executing_node, input_error, with_image
+from .fast_path import fast_model
 
 # Branch -> key in the guider's conds. "positive"/"negative" are the keys the host and other packs
 # treat as cond/uncond (area handling, conditioning hooks); the image-only branch is a negative-type
@@ -101,12 +103,21 @@ class InstructPix2PixGuider(comfy.samplers.CFGGuider):
     """
 
     def __init__(self, model_patcher: Any, text_cfg: Scale, image_cfg: Scale, formula: str = INSTRUCTPIX2PIX,
-                 node: str = "IPX2P_Guider") -> None:
+                 node: str = "IPX2P_Guider", fast: bool = False) -> None:
         self.text_cfg: Scale = text_cfg if isinstance(text_cfg, tuple) else float(text_cfg)
         self.image_cfg: Scale = image_cfg if isinstance(image_cfg, tuple) else float(image_cfg)
         self.formula, self.node = formula, node
         self.plan = plan_guidance(self.text_cfg, self.image_cfg, formula=formula)
-        model_patcher = model_patcher.clone()  # the caller's model is never changed
+        # the caller's model is never changed: the guider samples a clone (with `fast`, one whose UNet
+        # runs compiled where nodes/fast_path.py can; else it says why, once, and runs the standard path)
+        self.fast_reason: str | None = None
+        if fast:
+            model_patcher, self.fast_reason = fast_model(model_patcher, node)
+            if self.fast_reason is not None:
+                logging.warning("%s: fast path off, running the standard path: %s.", executing_node(node),
+                                self.fast_reason)
+        else:
+            model_patcher = model_patcher.clone()
         model_patcher.model_options.setdefault("transformer_options", {}).update(attention_options(model_patcher))
         # conds are listed in plan order, so a branch's list index is its position in the plan
         model_patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, BRANCH_LABELS_KEY,

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..ipx2p_core.guidance import FORMULA_TEXT, FORMULAS, INSTRUCTDIFFUSION, INSTRUCTPIX2PIX
 from ._comfy import io
+from .fast_path import FAST_TOOLTIP
 from .sampling import NOISE_MODES
 
 TEXT_CFG_TOOLTIP = "Instruction guidance s_T (paper: 7.5). Higher follows the instruction harder."
@@ -51,3 +52,7 @@ def noise_input() -> Any:
 
 def formula_input() -> Any:
     return io.Combo.Input("formula", options=list(FORMULAS), default=INSTRUCTPIX2PIX, optional=True, tooltip=FORMULA_TOOLTIP)
+
+
+def fast_input() -> Any:
+    return io.Boolean.Input("fast", default=False, optional=True, tooltip=FAST_TOOLTIP)

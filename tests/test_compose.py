@@ -113,6 +113,29 @@ def test_controlnet_runs_once_per_step_over_all_branches(host, pack, loaded, con
     assert runs == [branches] * 2
 
 
+def test_the_fast_path_leaves_controlnet_calls_to_the_standard_path(host, pack, loaded, controlnet, edit_inputs,
+                                                                    monkeypatch):
+    """A ControlNet adds its residuals inside the UNet, which the compiled call does not take: with
+    `fast` on, those calls run eager (same result, nothing compiled) and the console says why."""
+    import sys
+
+    fast_path = sys.modules[pack.__name__.rsplit(".", 1)[0] + ".fast_path"]
+    compiled_graphs = []
+    monkeypatch.setattr(fast_path, "SETTINGS", fast_path.CompileSettings(
+        backend=lambda graph, inputs: compiled_graphs.append(graph) or graph.forward, mode=None,
+        devices=frozenset({"cpu"})))
+    model, _, _ = loaded
+    positive, negative, edit_latent, pixels = edit_inputs
+    positive, negative = apply_controlnet(host, controlnet, positive, negative, pixels)
+    since = len(host.logs.records)
+    settings = dict(seed=0, steps=2, text_cfg=7.5, image_cfg=1.5, sampler_name="euler", scheduler="normal", denoise=1.0)
+    fast = pack.run_edit("IPX2P_Edit", model, positive, negative, edit_latent, fast=True, **settings)
+    assert torch.equal(fast, pack.run_edit("IPX2P_Edit", model, positive, negative, edit_latent, **settings))
+    said = [r.getMessage() for r in host.logs.records[since:] if "fast path not used" in r.getMessage()]
+    assert len(said) == 1 and "a ControlNet / T2I-Adapter is attached" in said[0]
+    assert compiled_graphs == []
+
+
 def test_chained_controlnets_still_batch(host, pack, loaded, controlnet, edit_inputs):
     model, _, _ = loaded
     positive, negative, edit_latent, pixels = edit_inputs
