@@ -1,6 +1,7 @@
 """GPU benchmark and dynamic-VRAM checks: the pack against core ComfyUI, diffusers and the floor, in one run.
 
-    bench/gpu.sh                                   # NVIDIA GPU: 512x512 px, 20 and 100 steps, fp16 and bf16
+    bench/gpu.sh                                   # NVIDIA GPU: 512x512 px, 100 steps, fp16 and bf16
+    bench/gpu.sh --patchers dynamic,legacy --budget-s 560   # both patchers in one run
     bench/gpu.sh --device cpu --size 64 --steps 2  # CPU, tiny: proves the script works (CI runs this)
     bench/gpu.sh --bundle DIR                      # here, online: what a GPU machine without network needs
 
@@ -18,6 +19,9 @@ checkpoint itself (ipx2p_tools.checkpoints), then runs one process per dtype, ea
   pack_eq      IPX2P_Edit 1.5 / 1.5: text_cfg = image_cfg drops the image-only branch (2 branches)
   core         CheckpointLoaderSimple + InstructPixToPixConditioning + DualCFGGuider + SamplerCustomAdvanced, 7.5 / 1.5
   core_2br     the same at 7.5 / 1.0
+  pack_fast    IPX2P_Edit 7.5 / 1.5 with `fast` on: the UNet compiled (inductor, CUDA graphs), weights resident
+  pack_fast_2br, pack_fast_eq   the same at 7.5 / 1.0 and 1.5 / 1.5 (2 branches)
+  core_compile core's TorchCompileModel (inductor) + DualCFGGuider 7.5 / 1.5: what a user can do without the pack
   diffusers    StableDiffusionInstructPix2PixPipeline 7.5 / 1.5 (only when diffusers imports)
 
 and the checks (PASS / FAIL with the error text):
@@ -28,6 +32,13 @@ and the checks (PASS / FAIL with the error text):
                finite result that differs from the unhooked edit (the hook took effect).
   loader: ...  after the pack's loader (and again after sampling): model.is_dynamic(), and no UNet
                tensor is a zero-stride stand-in (any stride 0 with more than one element).
+  fast: ...    the fast path's 20-step latent against the eager path's (same seed): relative L2
+               (PASS <= FAST_AGREEMENT), and that its calls ran compiled; n/a where it falls back (CPU).
+
+Columns: "cold s" is the variant's first (2-step) run, loading included; for the fast and compiled
+rows it holds the one-time compilation and capture. "compiled" (fast rows): the input sizes the
+UNet was compiled for during the variant, "+N warm" the ones compiled during its warm runs
+(0: later edits of the size reuse the first compile), and the path the edit took.
 
 On CUDA dynamic VRAM is switched on as ComfyUI's main.py does it (comfy-aimdo, ModelPatcherDynamic),
 unless --no-dynamic-vram. s/step: time between the first and last step callbacks of a warm run
@@ -56,10 +67,12 @@ sys.path.insert(0, str(REPO))
 from ipx2p_tools.layout import CACHE_DIR, PACK_DIR_NAME, selected_host  # noqa: E402  (standard library only)
 
 DTYPES = ("fp16", "bf16", "fp32")
+PATCHERS = ("dynamic", "legacy", "cpu")  # ComfyUI's dynamic-VRAM patcher (its default on NVIDIA), --no-dynamic-vram
 CHECKPOINT_KIND = "ip2p"  # fp16 file; the loaders store the UNet in the dtype under test
 INSTRUCTION = "make it snowy"
 SAMPLER, SCHEDULER = "euler", "normal"
 CHECK_STEPS = 2
+FAST_AGREEMENT = 0.05  # relative L2 of the 20-step fp16 latent, compiled against eager (kernels round differently)
 SYNC_STEPS = 20  # the edit whose host-device waits are counted (torch.cuda.set_sync_debug_mode)
 # What ComfyUI 0.30.0's import (and the pack's) needs beyond torch, torchvision, torchaudio and the
 # usual scientific stack; checked against the packages of a CUDA PyTorch image (bench/README.md).
@@ -81,6 +94,7 @@ class Variant:
     image_cfg: float
     what: str
     floor_branches: int = 3
+    fast: bool = False  # pack: IPX2P_Edit's `fast`; core: TorchCompileModel before the guider
 
 
 VARIANTS: dict[str, Variant] = {
@@ -91,9 +105,14 @@ VARIANTS: dict[str, Variant] = {
     "pack_eq": Variant("pack", 1.5, 1.5, "IPX2P_Edit 1.5 / 1.5 (text_cfg = image_cfg drops i)"),
     "core": Variant("core", 7.5, 1.5, "InstructPixToPixConditioning + DualCFGGuider + SamplerCustomAdvanced 7.5 / 1.5"),
     "core_2br": Variant("core", 7.5, 1.0, "core's path at 7.5 / 1.0"),
+    "pack_fast": Variant("pack", 7.5, 1.5, "IPX2P_Edit 7.5 / 1.5, fast on (compiled UNet, CUDA graphs)", fast=True),
+    "pack_fast_2br": Variant("pack", 7.5, 1.0, "IPX2P_Edit 7.5 / 1.0, fast on", fast=True),
+    "pack_fast_eq": Variant("pack", 1.5, 1.5, "IPX2P_Edit 1.5 / 1.5, fast on", fast=True),
+    "core_compile": Variant("core", 7.5, 1.5, "core TorchCompileModel (inductor) + DualCFGGuider 7.5 / 1.5", fast=True),
     "diffusers": Variant("diffusers", 7.5, 1.5, "diffusers StableDiffusionInstructPix2PixPipeline 7.5 / 1.5"),
 }
-CHECKS = ("hooks: IPX2P_Edit", "hooks: IPX2P_Guider", "hooks: core (control)", "loader: no stand-ins")
+CHECKS = ("hooks: IPX2P_Edit", "hooks: IPX2P_Guider", "hooks: core (control)", "loader: no stand-ins",
+          "fast: agrees with eager")
 
 
 def gib(n_bytes: float) -> float:
@@ -125,6 +144,7 @@ class Child:
         self.unet_items = 0
         self.unet_calls = 0
         self.unhooked: Any = None
+        self.patcher = "cpu" if self.device == "cpu" else "legacy" if args.no_dynamic_vram else "dynamic"
 
     # -- start-up -----------------------------------------------------------------------------------
     def cli_overrides(self) -> dict[str, Any]:
@@ -295,10 +315,11 @@ class Child:
                 self.count_unet_calls(unet)
 
     def row(self, name: str, per_step: dict[int, float | None], branches: float | None, result: str = "ok",
-            syncs: int | None = None) -> None:
-        emit("ROW", {"dtype": self.dtype, "variant": name, "branches": branches,
+            syncs: int | None = None, cold_s: float | None = None, compiled: str | None = None) -> None:
+        emit("ROW", {"dtype": self.dtype, "patcher": self.patcher, "variant": name, "branches": branches,
                      "s_per_step": {str(k): v for k, v in per_step.items()}, "peak_gib": self.peak_gib(),
-                     "device_gib": self.device_used_gib(), "result": result, "syncs": syncs})
+                     "device_gib": self.device_used_gib(), "result": result, "syncs": syncs, "cold_s": cold_s,
+                     "compiled": compiled})
 
     def count_syncs(self, build: Any) -> int | None:
         """Host-device waits in one SYNC_STEPS-step run of the graph (CUDA only): the warnings
@@ -318,11 +339,11 @@ class Child:
 
     def error_row(self, name: str, error: BaseException | str) -> None:
         text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-        emit("ROW", {"dtype": self.dtype, "variant": name, "branches": None, "s_per_step": {}, "peak_gib": None,
-                     "result": "error: " + text})
+        emit("ROW", {"dtype": self.dtype, "patcher": self.patcher, "variant": name, "branches": None,
+                     "s_per_step": {}, "peak_gib": None, "result": "error: " + text})
 
     def check(self, name: str, passed: bool | None, detail: str) -> None:
-        emit("CHECK", {"dtype": self.dtype, "check": name,
+        emit("CHECK", {"dtype": self.dtype, "patcher": self.patcher, "check": name,
                        "result": "n/a" if passed is None else "PASS" if passed else "FAIL", "detail": detail})
 
     # -- graphs ---------------------------------------------------------------------------------------
@@ -358,7 +379,8 @@ class Child:
         else:
             out = g.add("IPX2P_Edit", model=(loader, 0), positive=(positive, 0), negative=(negative, 0),
                         edit_latent=(encoded, 0), seed=seed, steps=steps, text_cfg=variant.text_cfg,
-                        image_cfg=variant.image_cfg, sampler_name=SAMPLER, scheduler=SCHEDULER, denoise=1.0)
+                        image_cfg=variant.image_cfg, sampler_name=SAMPLER, scheduler=SCHEDULER, denoise=1.0,
+                        **({"fast": True} if variant.fast else {}))
         save_latent(g, out)
         return g
 
@@ -374,7 +396,8 @@ class Child:
             positive = self.hooked(g, positive)
         conds = g.add("InstructPixToPixConditioning", positive=(positive, 0), negative=(negative, 0), vae=(loader, 2),
                       pixels=(image, 0))
-        guider = g.add("DualCFGGuider", model=(loader, 0), cond1=(conds, 0), cond2=(conds, 1), negative=(negative, 0),
+        model = (g.add("TorchCompileModel", model=(loader, 0), backend="inductor"), 0) if variant.fast else (loader, 0)
+        guider = g.add("DualCFGGuider", model=model, cond1=(conds, 0), cond2=(conds, 1), negative=(negative, 0),
                        cfg_conds=variant.text_cfg, cfg_cond2_negative=variant.image_cfg, style="regular")
         out = g.add("SamplerCustomAdvanced", noise=(g.add("RandomNoise", noise_seed=seed), 0), guider=(guider, 0),
                     sampler=(g.add("KSamplerSelect", sampler_name=SAMPLER), 0),
@@ -397,9 +420,15 @@ class Child:
 
     # -- variants through the executor ----------------------------------------------------------------
     def bench_graph_variant(self, name: str, build: Any) -> None:
-        """Cold run (loads everything), then warm runs per step count; only the sampler reruns."""
+        """Cold run (loads everything, compiles where the variant compiles), then warm runs per step
+        count; only the sampler reruns."""
         self.free()
+        books_before = self.compile_books()
+        started = time.perf_counter()
         self.run_graph(build(seed=1, steps=2))
+        self.sync()
+        cold_s = time.perf_counter() - started
+        books_cold = self.compile_books()
         self.watch_loaded_unets()
         per_step: dict[int, float | None] = {}
         branches: float | None = None
@@ -427,9 +456,29 @@ class Child:
                 if len(marks) >= 2 and marks[-1][0] > marks[0][0]:
                     samples.append((marks[-1][1] - marks[0][1]) / (marks[-1][0] - marks[0][0]))
             per_step[steps] = statistics.median(samples) if samples else None
+        books_warm = self.compile_books()
         skipped = [s for s, v in per_step.items() if v is None]
         syncs = self.count_syncs(build)
-        self.row(name, per_step, branches, "ok" if not skipped else f"skipped {skipped} steps (time budget)", syncs)
+        compiled = self.compiled_summary(books_before, books_cold, books_warm) if VARIANTS[name].family == "pack" \
+            and VARIANTS[name].fast else None
+        self.row(name, per_step, branches, "ok" if not skipped else f"skipped {skipped} steps (time budget)", syncs,
+                 cold_s, compiled)
+
+    def compile_books(self) -> tuple[int, int]:
+        """(input sizes compiled, compiled calls) over every UNet the pack's fast path has compiled."""
+        from ipx2p_tools.host import pack_module
+
+        try:
+            fast_path = pack_module(self.host.nodes, "fast_path")
+        except (KeyError, ModuleNotFoundError, AttributeError):
+            return 0, 0
+        books = [entry.book for entry in list(fast_path._COMPILED.values())]
+        return sum(b.compilations for b in books), sum(sum(b.calls.values()) for b in books)
+
+    def compiled_summary(self, before: tuple[int, int], cold: tuple[int, int], warm: tuple[int, int]) -> str:
+        if warm[1] == before[1]:
+            return "no: standard path (see the log for why)"
+        return f"{cold[0] - before[0]} size(s), +{warm[0] - cold[0]} warm"
 
     def pack_phase(self) -> None:
         self.free(drop_cache=True)
@@ -439,6 +488,29 @@ class Child:
                 name, lambda seed, steps: self.pack_graph(VARIANTS[name], seed, steps)))
         if not self.args.no_checks:
             self.hook_checks_pack()
+            if "pack_fast" in self.variants:
+                self.fast_check()
+
+    def fast_check(self) -> None:
+        """The fast path's 20-step latent against the eager path's, same seed and inputs."""
+        name = CHECKS[4]
+        if self.time_left() <= 0:
+            self.check(name, None, "skipped (time budget)")
+            return
+        try:
+            before = self.compile_books()
+            fast = self.saved_latent(self.run_graph(self.pack_graph(VARIANTS["pack_fast"], 4, SYNC_STEPS)))
+            ran_compiled = self.compile_books()[1] > before[1]
+            eager = self.saved_latent(self.run_graph(self.pack_graph(VARIANTS["pack"], 4, SYNC_STEPS)))
+        except Exception as error:
+            self.check(name, False, f"{type(error).__name__}: {error}".strip())
+            return
+        change = self.relative(fast, eager)
+        detail = f"relative L2 {change:.2e} after {SYNC_STEPS} steps ({self.dtype})"
+        if not ran_compiled:
+            self.check(name, None, detail + "; the fast path fell back to the standard path here")
+        else:
+            self.check(name, bool(self.torch.isfinite(fast).all()) and change <= FAST_AGREEMENT, detail)
 
     def core_phase(self) -> None:
         self.free(drop_cache=True)
@@ -725,55 +797,74 @@ def fmt_seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def row_key(row: dict) -> tuple:
+    return (row.get("patcher", "?"), row["dtype"])
+
+
 def table(rows: list[dict], checks: list[dict], steps: list[int], device: str) -> str:
     memory = ["peak VRAM GiB", "device VRAM GiB"] if device == "cuda" else ["peak RSS GiB"]
     syncs = [f"host syncs @{SYNC_STEPS}"] if device == "cuda" else []
-    head = ["dtype", "variant", "branches"] + [f"s/step @{s}" for s in steps] + memory + syncs + ["result"]
+    head = (["patcher", "dtype", "variant", "branches"] + [f"s/step @{s}" for s in steps] + memory + syncs
+            + ["cold s", "compiled", "result"])
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join([" --- "] * len(head)) + "|"]
     for r in rows:
         branches = "-" if r["branches"] is None else f"{r['branches']:g}"
-        cells = [r["dtype"], r["variant"], branches] + [fmt_seconds(r["s_per_step"].get(str(s))) for s in steps]
+        cells = [r.get("patcher", "?"), r["dtype"], r["variant"], branches]
+        cells += [fmt_seconds(r["s_per_step"].get(str(s))) for s in steps]
         cells += ["-" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}"]
         if device == "cuda":
             cells += ["-" if r.get("device_gib") is None else f"{r['device_gib']:.2f}"]
             cells += ["-" if r.get("syncs") is None else str(r["syncs"])]
-        cells += [r["result"]]
+        cells += ["-" if r.get("cold_s") is None else f"{r['cold_s']:.1f}", r.get("compiled") or "-", r["result"]]
         lines.append("| " + " | ".join(c.replace("|", "/").replace("\n", " ") for c in cells) + " |")
     for c in checks:
         result = c["result"] + (": " + c["detail"] if c["detail"] else "")
-        cells = [c["dtype"], "check: " + c["check"], "-"] + ["-"] * (len(steps) + len(memory) + len(syncs)) + [result[:400]]
+        cells = [c.get("patcher", "?"), c["dtype"], "check: " + c["check"], "-"]
+        cells += ["-"] * (len(steps) + len(memory) + len(syncs) + 2) + [result[:400]]
         lines.append("| " + " | ".join(x.replace("|", "/").replace("\n", " ") for x in cells) + " |")
     return "\n".join(lines)
 
 
 def ratios(rows: list[dict], steps: list[int], device: str) -> list[str]:
-    by = {(r["dtype"], r["variant"]): r for r in rows}
+    by = {(*row_key(r), r["variant"]): r for r in rows}
     pairs = (("pack", "floor", "<= 1.02"), ("pack", "core", "<= 1.0"), ("pack", "diffusers", "<= 1.0"),
-             ("pack_2br", "floor_2br", "<= 1.02"), ("core_2br", "pack_2br", ""), ("core", "pack_eq", "core must run 3"),
-             ("diffusers", "pack_2br", "diffusers runs 3"), ("pack", "pack_2br", ""), ("pack", "pack_eq", ""))
+             ("pack_2br", "floor_2br", "<= 1.02"), ("pack_2br", "core_2br", "<= 1.0"), ("core", "pack_eq", "core must run 3"),
+             ("diffusers", "pack_2br", "diffusers runs 3"), ("pack", "pack_2br", ""), ("pack", "pack_eq", ""),
+             ("pack_fast", "diffusers", "<= 0.5"), ("pack_fast", "core_compile", "<= 1.0"),
+             ("pack_fast_2br", "pack_fast", "<= 0.75"), ("pack_fast_eq", "pack_fast", "<= 0.75"),
+             ("pack_fast", "pack", ""))
     out = []
-    for dtype in sorted({r["dtype"] for r in rows}, key=DTYPES.index):
+    for key in sorted({row_key(r) for r in rows}, key=lambda k: (PATCHERS.index(k[0]) if k[0] in PATCHERS else 9,
+                                                                 DTYPES.index(k[1]))):
+        patcher, dtype = key
         for a, b, goal in pairs:
-            ra, rb = by.get((dtype, a)), by.get((dtype, b))
+            ra, rb = by.get((*key, a)), by.get((*key, b))
             if not ra or not rb:
                 continue
             values = []
             for s in steps:
                 va, vb = ra["s_per_step"].get(str(s)), rb["s_per_step"].get(str(s))
                 values.append(f"@{s} {va / vb:.3f}" if va and vb else f"@{s} n/a")
-            out.append(f"{dtype} s/step {a}/{b}: {', '.join(values)}" + (f"   ({goal})" if goal else ""))
+            out.append(f"{patcher} {dtype} s/step {a}/{b}: {', '.join(values)}" + (f"   ({goal})" if goal else ""))
+        fast = by.get((*key, "pack_fast"))
+        for s in steps if fast else ():
+            value = fast["s_per_step"].get(str(s))
+            if value:
+                out.append(f"{patcher} {dtype} pack_fast: a {s}-step edit samples in {value * s:.2f} s   (@100 <= 1.2 s)")
         # CPU's peak RSS cannot be reset between variants, so only VRAM peaks compare
         for a, b in (("pack", "core"), ("pack", "diffusers"), ("pack", "floor")) if device == "cuda" else ():
-            ra, rb = by.get((dtype, a)), by.get((dtype, b))
+            ra, rb = by.get((*key, a)), by.get((*key, b))
             if ra and rb and ra["peak_gib"] and rb["peak_gib"]:
-                out.append(f"{dtype} peak memory {a}/{b}: {ra['peak_gib'] / rb['peak_gib']:.3f}")
+                out.append(f"{patcher} {dtype} peak memory {a}/{b}: {ra['peak_gib'] / rb['peak_gib']:.3f}")
     return out
 
 
 def default_variants(device: str) -> list[str]:
     if device == "cuda":
         return list(VARIANTS)
-    return [name for name in VARIANTS if name != "diffusers"]
+    # on a CPU: no diffusers, and core's compile node would compile the full-size UNet with inductor
+    # for many minutes (the pack's fast rows fall back there, as they would for a user)
+    return [name for name in VARIANTS if name not in ("diffusers", "core_compile")]
 
 
 def parent(args: argparse.Namespace) -> int:
@@ -787,6 +878,13 @@ def parent(args: argparse.Namespace) -> int:
     for dtype in dtypes:
         if dtype not in DTYPES:
             raise SystemExit(f"gpu: --dtypes: {dtype!r} is not one of {', '.join(DTYPES)}")
+    if args.device == "cpu":
+        patchers = ["cpu"]
+    else:
+        patchers = args.patchers.split(",") if args.patchers else ["legacy" if args.no_dynamic_vram else "dynamic"]
+        for patcher in patchers:
+            if patcher not in PATCHERS[:2]:
+                raise SystemExit(f"gpu: --patchers: {patcher!r} is not one of dynamic, legacy")
     variants = args.variants.split(",") if args.variants else default_variants(args.device)
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
@@ -827,18 +925,20 @@ def parent(args: argparse.Namespace) -> int:
     checks: list[dict] = []
     infos: list[dict] = []
     failures: list[str] = []
+    runs = [(patcher, dtype) for patcher in patchers for dtype in dtypes]
     with tempfile.TemporaryDirectory(prefix="ipx2p-gpu-") as tmp:
-        for dtype in dtypes:
-            work = Path(tmp) / dtype
+        for patcher, dtype in runs:
+            label = dtype if patcher in ("dynamic", "cpu") else f"{patcher}-{dtype}"
+            work = Path(tmp) / label
             (work / "in").mkdir(parents=True)
-            log = Path(tmp) / f"{dtype}.log"
+            log = Path(tmp) / f"{label}.log"
             cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--dtype", dtype, "--device", args.device,
                    "--size", str(args.size), "--steps", args.steps, "--repeats", str(args.repeats),
                    "--variants", ",".join(variants), "--ckpt", str(ckpt), "--tree", str(tree), "--work", str(work),
                    "--deadline", str(deadline)]
-            cmd += ["--no-dynamic-vram"] if args.no_dynamic_vram else []
+            cmd += ["--no-dynamic-vram"] if patcher == "legacy" else []
             cmd += ["--no-checks"] if args.no_checks else []
-            say(f"{dtype}: running ({max(0, deadline - time.time()):.0f} s of the budget left; log {log})")
+            say(f"{label}: running ({max(0, deadline - time.time()):.0f} s of the budget left; log {log})")
             out = ""
             with log.open("w") as log_file:
                 try:
@@ -862,21 +962,25 @@ def parent(args: argparse.Namespace) -> int:
             why = "not run (" + ("time budget" if code == -9 else f"process exit {code}") + ")"
             for name in variants:
                 if name not in got:
-                    rows.append({"dtype": dtype, "variant": name, "branches": None, "s_per_step": {}, "peak_gib": None,
-                                 "result": why})
+                    rows.append({"dtype": dtype, "patcher": patcher, "variant": name, "branches": None,
+                                 "s_per_step": {}, "peak_gib": None, "result": why})
             for name in () if args.no_checks else CHECKS:
-                if name not in got:
-                    checks.append({"dtype": dtype, "check": name, "result": "FAIL", "detail": why})
+                if name not in got and (name != CHECKS[4] or "pack_fast" in variants):
+                    checks.append({"dtype": dtype, "patcher": patcher, "check": name, "result": "FAIL", "detail": why})
             if code != 0:
-                failures.append(f"{dtype}: the benchmark process exited with {code}; its log ends:\n"
+                failures.append(f"{label}: the benchmark process exited with {code}; its log ends:\n"
                                 + log.read_text()[-3000:])
         if args.keep_logs:
             for log in Path(tmp).glob("*.log"):
                 shutil.copy(log, Path(args.keep_logs) / log.name)
 
     order = {name: i for i, name in enumerate(VARIANTS)}
-    rows.sort(key=lambda r: (DTYPES.index(r["dtype"]), order.get(r["variant"], 99)))
-    checks.sort(key=lambda c: (DTYPES.index(c["dtype"]), CHECKS.index(c["check"]) if c["check"] in CHECKS else 99))
+    def run_order(item: dict) -> tuple[int, int]:
+        patcher = item.get("patcher", "?")
+        return (PATCHERS.index(patcher) if patcher in PATCHERS else 9, DTYPES.index(item["dtype"]))
+
+    rows.sort(key=lambda r: (*run_order(r), order.get(r["variant"], 99)))
+    checks.sort(key=lambda c: (*run_order(c), CHECKS.index(c["check"]) if c["check"] in CHECKS else 99))
     info = infos[0] if infos else {}
     print(f"\nIPX2P GPU benchmark: {info.get('device', '?')}, torch {info.get('torch', '?')}, "
           f"ComfyUI {info.get('comfyui', '?')}, dynamic VRAM {info.get('dynamic_vram', '?')} "
@@ -961,16 +1065,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--size", type=int, default=512, help="picture side in px (a multiple of 64)")
-    parser.add_argument("--steps", default="20,100", help="comma-separated step counts (each >= 2)")
+    parser.add_argument("--steps", default="100", help="comma-separated step counts (each >= 2); host syncs are "
+                                                      f"counted on a {SYNC_STEPS}-step edit either way")
     parser.add_argument("--dtypes", default="", help="fp16,bf16 on CUDA (default), fp32 on CPU (default)")
     parser.add_argument("--variants", default="", help=f"from {', '.join(VARIANTS)}")
-    parser.add_argument("--repeats", type=int, default=0, help="warm runs per measurement (default 3 on CUDA, 1 on CPU)")
+    parser.add_argument("--repeats", type=int, default=0, help="warm runs per measurement (default 2 on CUDA, 1 on CPU)")
     parser.add_argument("--budget-s", type=float, default=450.0, help="stop starting new runs after this many seconds")
     parser.add_argument("--comfyui", default="", help="the ComfyUI tree (default: COMFYUI_PATH or IPX2P_HOST's)")
     parser.add_argument("--wheels", default="", help="install the host's missing packages from these wheels")
     parser.add_argument("--site", default="", help="--wheels: install into this folder (.cache/gpu-site)")
     parser.add_argument("--ckpt-dir", default="", help="where the random-weight checkpoint is made (.cache/ckpt)")
     parser.add_argument("--no-dynamic-vram", action="store_true", help="CUDA: keep the legacy ModelPatcher")
+    parser.add_argument("--patchers", default="", help="CUDA: dynamic,legacy runs both patchers in one run (one "
+                                                       "table, one JSON); default: dynamic (legacy with --no-dynamic-vram)")
     parser.add_argument("--no-checks", action="store_true", help="benchmark only")
     parser.add_argument("--json", default="", help="also write the results as JSON here")
     parser.add_argument("--keep-logs", default="", help="copy each dtype's process log into this folder")
@@ -985,7 +1092,7 @@ def main() -> int:
     if args.bundle:
         return bundle(Path(args.bundle).resolve(), args)
     if args.repeats <= 0:
-        args.repeats = 3 if args.device == "cuda" else 1
+        args.repeats = 2 if args.device == "cuda" else 1
     if args.child:
         Child(args).run()
         return 0

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU benchmark and dynamic-VRAM checks (bench/gpu.py; `bench/gpu.sh --help` for every option).
 #
-#   bench/gpu.sh                                    # one NVIDIA GPU: 512 px, 20 and 100 steps, fp16 and bf16
+#   bench/gpu.sh                                    # one NVIDIA GPU: 512 px, 100 steps, fp16 and bf16
+#   bench/gpu.sh --patchers dynamic,legacy --budget-s 560   # and again with --no-dynamic-vram, one table
 #   bench/gpu.sh --device cpu --size 64 --steps 2   # CPU, tiny (what CI runs)
 #   bench/gpu.sh --bundle /tmp/ipx2p-gpu            # online: slim host tree + wheels for an offline GPU machine
 #   bench/gpu.sh --comfyui /tmp/ipx2p-gpu/ComfyUI --wheels /tmp/ipx2p-gpu/wheels   # there
