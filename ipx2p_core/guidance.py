@@ -33,6 +33,7 @@ All three branches always run (no identity is used for it).
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,8 +65,15 @@ TextStep = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def _as_factor(value: Scale, like: torch.Tensor) -> float | torch.Tensor:
     """A scale as a multiplier for predictions `like` [B,...]: a float, or per item a [B,1,...] tensor."""
     if isinstance(value, tuple):
-        return torch.tensor(value, dtype=like.dtype, device=like.device).view(-1, *([1] * (like.ndim - 1)))
+        return _per_item_factor(value, like.dtype, like.device, like.ndim)
     return value
+
+
+@functools.lru_cache(maxsize=32)
+def _per_item_factor(values: tuple[float, ...], dtype: torch.dtype, device: torch.device, ndim: int) -> torch.Tensor:
+    """Per-item scales as a [B,1,...] tensor on the predictions' device, made once: a step of a
+    sweep then copies nothing from the host to a GPU (such a copy waits for the GPU's queue)."""
+    return torch.tensor(values, dtype=dtype, device=device).view(-1, *([1] * (ndim - 1)))
 
 
 def _all_close(value: Scale, target: float) -> bool:
