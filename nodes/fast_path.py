@@ -177,7 +177,7 @@ class CompiledUNet:
             logging.info("%s: compiling the UNet for %s (once for this size and branch count).",
                          executing_node(self.node), describe(sig))
         if entry.settings.cudagraphs and x.device.type == "cuda":
-            torch.compiler.cudagraph_mark_step_begin()
+            torch.compiler.cudagraph_mark_step_begin()  # earlier outputs are clones: the buffers may be reused
         try:
             out = entry.call(unet, x, timesteps, context, y, options)
         except Exception as error:  # the compiler failed: this model runs eager from now on, and says why
@@ -212,15 +212,24 @@ def _root_cause(error: BaseException) -> str:
 
 
 def _resident(model: Any) -> Any:
-    """A clone of `model` whose weights stay in VRAM once loaded (the host's standard patcher):
-    the model itself where it already is one, else a copy loaded once per model and reused."""
-    is_dynamic = getattr(model, "is_dynamic", lambda: False)()
-    if not is_dynamic:
+    """A clone of `model` whose weights stay in VRAM once loaded (the host's standard patcher).
+
+    A standard-patcher MODEL is simply cloned. A dynamic-VRAM MODEL is reloaded once with resident
+    weights (its reload factory reads the file again), kept as an anchor while the model lives;
+    each edit gets a clone with the model's current patches and options on the anchor's weights.
+    The clone's parent is the anchor, so after the edit the host keeps the weights loaded under it
+    (as it does for a cached MODEL) and the next edit finds them in place: its CUDA graphs replay
+    on the same weight buffers instead of being captured again.
+    """
+    if not getattr(model, "is_dynamic", lambda: False)():
         return model.clone()
-    override = _RESIDENT.get(model.model)
-    clone = clone_resident(model, override)
-    if override is None:
-        _RESIDENT[model.model] = clone.get_clone_model_override()
+    anchor = _RESIDENT.get(model.model)
+    if anchor is None:
+        anchor = clone_resident(model)
+        anchor.parent = None  # no reference back to the dynamic MODEL, which may then be freed
+        _RESIDENT[model.model] = anchor
+    clone = clone_resident(model, anchor.get_clone_model_override())
+    clone.parent = anchor
     return clone
 
 

@@ -66,10 +66,10 @@ def sampling_memory(model: Any, batch_shape: list[int]) -> tuple[float, float] |
 
 def clone_resident(model: Any, override: Any = None) -> Any:
     """A clone of a dynamic-VRAM MODEL on the host's standard patcher (weights resident in VRAM once
-    loaded), as core's TorchCompileModel makes one: the first time by reloading the model through
-    its reload factory (`cached_patcher_init`), later from `override` (that first clone's
-    get_clone_model_override()), so the weights are read once per model. TypeError on hosts
-    without `disable_dynamic`, RuntimeError where the model has no reload factory."""
+    loaded), as core's TorchCompileModel makes one: by reloading the model through its reload
+    factory (`cached_patcher_init`), or on the weights of `override` (an earlier such clone's
+    get_clone_model_override()) without reading the file again. TypeError on hosts without
+    `disable_dynamic`, RuntimeError where the model has no reload factory."""
     parameters = inspect.signature(model.clone).parameters
     if "disable_dynamic" not in parameters:
         raise TypeError("this ComfyUI cannot clone a model without dynamic VRAM")
