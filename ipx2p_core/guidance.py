@@ -36,7 +36,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Union
 
 import torch
@@ -76,6 +76,38 @@ def _per_item_factor(values: tuple[float, ...], dtype: torch.dtype, device: torc
     return torch.tensor(values, dtype=dtype, device=device).view(-1, *([1] * (ndim - 1)))
 
 
+@dataclass(frozen=True, eq=False)
+class GuidanceMap:
+    """Scales that vary over the picture: where `weights` [1|B,1,h,w] (latent size, values in
+    [0, 1]) is 1 the plan's text_cfg / image_cfg apply, where it is 0 `text_outside` /
+    `image_outside`, in between linearly: s(x) = w(x) s + (1 - w(x)) s_outside, per position.
+    Made with `guidance_map`, which also notes whether any position is inside (w > 0) and any
+    outside (w < 1): a plan keeps only the branches the scales that occur need."""
+
+    weights: torch.Tensor
+    text_outside: float
+    image_outside: float
+    has_inside: bool
+    has_outside: bool
+
+
+def guidance_map(weights: torch.Tensor, text_outside: float, image_outside: float) -> GuidanceMap:
+    """A GuidanceMap from latent-size weights [1|B,1,h,w] (clamped to [0, 1], kept on the CPU)."""
+    weights = weights.detach().float().clamp(0.0, 1.0).cpu()
+    return GuidanceMap(weights, float(text_outside), float(image_outside), bool((weights > 0).any()),
+                       bool((weights < 1).any()))
+
+
+@functools.lru_cache(maxsize=32)
+def _blended(inside: Scale, outside: float, where: GuidanceMap, dtype: torch.dtype, device: torch.device,
+             ndim: int) -> torch.Tensor:
+    """w s + (1 - w) s_outside as a [1|B,1,h,w] tensor on the predictions' device, made once per
+    plan and device (exactly s where w is 1 and exactly s_outside where w is 0)."""
+    weights = where.weights.to(device=device, dtype=dtype)
+    value = _per_item_factor(inside, dtype, device, ndim) if isinstance(inside, tuple) else inside
+    return weights * value + (1.0 - weights) * outside
+
+
 def _all_close(value: Scale, target: float) -> bool:
     values = value if isinstance(value, tuple) else (value,)
     return all(math.isclose(v, target) for v in values)
@@ -102,6 +134,7 @@ class GuidancePlan:
     text_cfg: Scale
     image_cfg: Scale
     formula: str = INSTRUCTPIX2PIX
+    where: GuidanceMap | None = field(default=None, compare=False)
 
     @property
     def weights(self) -> tuple[Scale, ...]:
@@ -129,7 +162,7 @@ class GuidancePlan:
     def full(self) -> GuidancePlan:
         """The same scales with every branch of the formula evaluated (for patches that must see
         each branch, e.g. a model option "disable_cfg1_optimization")."""
-        return plan_guidance(self.text_cfg, self.image_cfg, skip_branches=False, formula=self.formula)
+        return plan_guidance(self.text_cfg, self.image_cfg, skip_branches=False, formula=self.formula, where=self.where)
 
     @property
     def text_positions(self) -> frozenset[int]:
@@ -138,8 +171,26 @@ class GuidancePlan:
         return frozenset(index for index, branch in enumerate(self.full.branches) if branch in TEXT_BRANCHES)
 
     def text_factor(self, like: torch.Tensor) -> float | torch.Tensor:
-        """text_cfg as a multiplier for predictions `like` [B,...]: what CFG hooks get as cond_scale."""
+        """text_cfg as a multiplier for predictions `like` [B,...]: what CFG hooks get as cond_scale
+        (a float; per item [B,1,1,1]; with a guidance map per position [1|B,1,h,w])."""
+        if self.where is not None:
+            return _blended(self.text_cfg, self.where.text_outside, self.where, like.dtype, like.device, like.ndim)
         return _as_factor(self.text_cfg, like)
+
+    def image_factor(self, like: torch.Tensor, minus: float = 0.0) -> float | torch.Tensor:
+        """image_cfg - `minus` as a multiplier for predictions `like` (per item or per position as text_factor)."""
+        if self.where is not None:
+            return _blended(_minus(self.image_cfg, minus), self.where.image_outside - minus, self.where, like.dtype,
+                            like.device, like.ndim)
+        return _as_factor(_minus(self.image_cfg, minus), like)
+
+    def _image_is_one(self) -> bool:
+        """image_cfg is 1 at every position (the image term vanishes)."""
+        inside = _all_close(self.image_cfg, 1.0)
+        if self.where is None:
+            return inside
+        outside = math.isclose(self.where.image_outside, 1.0)
+        return (inside or not self.where.has_inside) and (outside or not self.where.has_outside)
 
     def text_guidance(self, predictions: dict[str, torch.Tensor]) -> torch.Tensor:
         """a + s_T (c - a): the plain-CFG part (out of place)."""
@@ -151,11 +202,11 @@ class GuidancePlan:
         branches run (else None: it is zero); for InstructDiffusion 0.5 (t - i) + s_I (c - t)."""
         if self.formula == INSTRUCTDIFFUSION:
             cond, image_only, text_only = (predictions[b] for b in (TEXT_IMAGE, IMAGE_ONLY, TEXT_ONLY))
-            return (text_only - image_only) * 0.5 + (cond - text_only) * _as_factor(self.image_cfg, cond)
-        if len(self.branches) < 3 or _all_close(self.image_cfg, 1.0):
+            return (text_only - image_only) * 0.5 + (cond - text_only) * self.image_factor(cond)
+        if len(self.branches) < 3 or self._image_is_one():
             return None
         difference = predictions[IMAGE_ONLY] - predictions[UNCOND]
-        return difference * _as_factor(_minus(self.image_cfg, 1.0), difference)
+        return difference * self.image_factor(difference, minus=1.0)
 
     def combine(self, predictions: dict[str, torch.Tensor], text_step: TextStep | None = None) -> torch.Tensor:
         """The formula's result from the planned branches only (each [B,...], keyed by branch).
@@ -192,28 +243,40 @@ def _pair(text_cfg: Scale, image_cfg: Scale) -> tuple[tuple[float, ...], tuple[f
 
 
 def plan_guidance(text_cfg: Scale, image_cfg: Scale, skip_branches: bool = True,
-                  formula: str = INSTRUCTPIX2PIX) -> GuidancePlan:
+                  formula: str = INSTRUCTPIX2PIX, where: GuidanceMap | None = None) -> GuidancePlan:
     """The cheapest set of branches that gives exactly u + s_T (c - i) + s_I (i - u).
 
     With skip_branches=False all three are always evaluated (for checks and for patches that
     must see every branch). With per-item scales (tuples) the plan is one that fits every item:
     the identity all items share, else all three branches. formula "instructdiffusion" always
     plans its three branches (c, i, t).
+
+    `where`: a guidance map (scales per position, see GuidanceMap); text_cfg / image_cfg are then
+    the scales where the map is 1. A branch is dropped only when every position can do without it:
+    the plan fits every (text, image) pair that occurs, inside (where the map is above 0) and outside
+    (where it is below 1).
     """
     if formula not in FORMULAS:
         raise ValueError(f"formula must be one of {', '.join(FORMULAS)}, got {formula!r}")
     if formula == INSTRUCTDIFFUSION:
         if isinstance(text_cfg, tuple) or isinstance(image_cfg, tuple):
             texts, images = _pair(text_cfg, image_cfg)
-            return GuidancePlan(FORMULA_BRANCHES[formula], texts, images, formula)
-        return GuidancePlan(FORMULA_BRANCHES[formula], float(text_cfg), float(image_cfg), formula)
+            return GuidancePlan(FORMULA_BRANCHES[formula], texts, images, formula, where)
+        return GuidancePlan(FORMULA_BRANCHES[formula], float(text_cfg), float(image_cfg), formula, where)
+    pairs: list[tuple[float, float]] = []
     if isinstance(text_cfg, tuple) or isinstance(image_cfg, tuple):
         texts, images = _pair(text_cfg, image_cfg)
-        kinds = {_branches_for(t, i) for t, i in zip(texts, images)}
-        branches = kinds.pop() if skip_branches and len(kinds) == 1 else BRANCHES
-        return GuidancePlan(branches, texts, images)
-    text_cfg, image_cfg = float(text_cfg), float(image_cfg)
-    return GuidancePlan(_branches_for(text_cfg, image_cfg) if skip_branches else BRANCHES, text_cfg, image_cfg)
+        text_cfg, image_cfg = texts, images
+    else:
+        text_cfg, image_cfg = float(text_cfg), float(image_cfg)
+        texts, images = (text_cfg,), (image_cfg,)
+    if where is None or where.has_inside:
+        pairs += zip(texts, images)
+    if where is not None and where.has_outside:
+        pairs.append((where.text_outside, where.image_outside))
+    kinds = {_branches_for(t, i) for t, i in pairs}
+    branches = kinds.pop() if skip_branches and len(kinds) == 1 else BRANCHES
+    return GuidancePlan(branches, text_cfg, image_cfg, INSTRUCTPIX2PIX, where)
 
 
 def edit_batch_size(text_batch: int, image_batch: int, who: str = "InstructPix2Pix") -> int:
