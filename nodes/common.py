@@ -82,9 +82,9 @@ def as_image(node: str, image: Any, input_name: str) -> torch.Tensor:
     return image
 
 
-def check_guidance(node: str, text_cfg: Any, image_cfg: Any) -> None:
+def check_guidance(node: str, text_cfg: Any, image_cfg: Any, names: tuple[str, str] = ("text_cfg", "image_cfg")) -> None:
     """Scales must be finite and not negative (a negative scale inverts the edit)."""
-    for input_name, value in (("text_cfg", text_cfg), ("image_cfg", image_cfg)):
+    for input_name, value in ((names[0], text_cfg), (names[1], image_cfg)):
         values = value if isinstance(value, tuple) else (value,)
         bad = [v for v in values if not (float(v) >= 0.0 and float(v) < float("inf"))]
         if bad:

@@ -9,7 +9,8 @@ import torch
 from ..ipx2p_core.guidance import INSTRUCTPIX2PIX
 from ._comfy import io
 from .engine import EditRequest, Sampling, edit
-from .schema_parts import fast_input, formula_input, guidance_inputs, mask_input, noise_input, scale_inputs
+from .schema_parts import fast_input, formula_input, guidance_inputs, guidance_map_inputs, mask_input, noise_input, \
+    scale_inputs
 
 EDIT = "IPX2P_Edit"
 
@@ -44,6 +45,7 @@ class Edit(io.ComfyNode):
                 noise_input(),
                 formula_input(),
                 fast_input(),
+                *guidance_map_inputs(),
             ],
             outputs=[io.Latent.Output(tooltip="The edited latent (the VAE's unscaled space, like edit_latent): decode it "
                                               "with VAE Decode or chain it into another edit.")],
@@ -53,8 +55,10 @@ class Edit(io.ComfyNode):
     def execute(cls, model: Any, positive: list, negative: list, edit_latent: dict, seed: int, steps: int,
                 text_cfg: float, image_cfg: float, sampler_name: str, scheduler: str, denoise: float,
                 mask: torch.Tensor | None = None, noise: str = "per item", formula: str = INSTRUCTPIX2PIX,
-                fast: bool = False) -> io.NodeOutput:
+                fast: bool = False, guidance_map: torch.Tensor | None = None, text_cfg_outside: float = 3.0,
+                image_cfg_outside: float = 2.0) -> io.NodeOutput:
         sampling = Sampling(seed, steps, sampler_name, scheduler, denoise, noise).checked(EDIT)
         request = EditRequest.checked(EDIT, model, positive, negative, edit_latent, text_cfg, image_cfg, mask, formula,
-                                      fast)
+                                      fast, guidance_map=guidance_map, text_cfg_outside=text_cfg_outside,
+                                      image_cfg_outside=image_cfg_outside)
         return io.NodeOutput({"samples": edit(request, sampling)})

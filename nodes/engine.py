@@ -15,7 +15,8 @@ import comfy.utils
 import latent_preview
 import torch
 
-from ..ipx2p_core.guidance import FORMULAS, INSTRUCTPIX2PIX, Scale, edit_batch_size
+from ..ipx2p_core.guidance import FORMULAS, INSTRUCTPIX2PIX, GuidanceMap, Scale, edit_batch_size
+from ..ipx2p_core.guidance import guidance_map as make_guidance_map
 from ..ipx2p_core.masks import latent_mask, mask_batch
 from ..ipx2p_core.region import empty_items
 from ..ipx2p_core.sweep import cells_in_memory, plan_runs, run_scales
@@ -44,12 +45,30 @@ def region_mask(node: str, mask: torch.Tensor, batch: int, height: int, width: i
     return scaled
 
 
+# The guidance map's scales where it is 0, by default: follow the instruction less, stay closer to the input.
+TEXT_CFG_OUTSIDE, IMAGE_CFG_OUTSIDE = 3.0, 2.0
+
+
+def checked_guidance_map(node: str, weights: Any, batch: int, height: int, width: int, text_outside: float,
+                         image_outside: float) -> GuidanceMap:
+    """A checked `guidance_map` MASK [B,H,W] at the latent's size as the plan's GuidanceMap (any
+    values in 0..1 are fine, all zeros too: the whole picture then gets the outside scales)."""
+    pixels = as_mask(node, weights, "guidance_map")
+    if int(pixels.shape[0]) not in (1, batch):
+        raise input_error(node, "guidance_map", f"has batch {int(pixels.shape[0])} and the edit has batch {batch}",
+                          "a map of batch 1 (used for every item)" + ("" if batch == 1 else f" or {batch}"),
+                          "pass one map, or one per image")
+    check_guidance(node, text_outside, image_outside, ("text_cfg_outside", "image_cfg_outside"))
+    return make_guidance_map(latent_mask(pixels, height, width), text_outside, image_outside)
+
+
 @dataclass(frozen=True)
 class EditRequest:
     """One edit's guidance inputs, checked once (EditRequest.checked): the model, the instruction
     and empty-text conditionings, the image latent [B,4,h,w] (unscaled), the batch, the scales
-    (floats, or per-item tuples for a sweep's cells), the formula and the region (a latent mask
-    [1|B,1,h,w], or None for the whole picture)."""
+    (floats, or per-item tuples for a sweep's cells), the formula, the region (a latent mask
+    [1|B,1,h,w], or None for the whole picture) and the guidance map (`where`: scales per
+    position, or None)."""
 
     node: str
     model: Any
@@ -63,10 +82,13 @@ class EditRequest:
     region: torch.Tensor | None = None
     batch_index: list[int] | None = None
     fast: bool = False
+    where: GuidanceMap | None = None
 
     @classmethod
     def checked(cls, node: str, model: Any, positive: list, negative: list, edit_latent: Any, text_cfg: Scale,
-                image_cfg: Scale, mask: Any = None, formula: str = INSTRUCTPIX2PIX, fast: bool = False) -> EditRequest:
+                image_cfg: Scale, mask: Any = None, formula: str = INSTRUCTPIX2PIX, fast: bool = False, *,
+                guidance_map: Any = None, text_cfg_outside: float = TEXT_CFG_OUTSIDE,
+                image_cfg_outside: float = IMAGE_CFG_OUTSIDE) -> EditRequest:
         """The request, or the first bad input as a ValueError naming `node`. A noise_mask on
         edit_latent (core Set Latent Noise Mask) is the region when `mask` is None, as KSampler
         honours it."""
@@ -84,8 +106,12 @@ class EditRequest:
         region = None
         if pixels_mask is not None:
             region = region_mask(node, pixels_mask, batch, int(samples.shape[-2]), int(samples.shape[-1]))
+        where = None
+        if guidance_map is not None:
+            where = checked_guidance_map(node, guidance_map, batch, int(samples.shape[-2]), int(samples.shape[-1]),
+                                         text_cfg_outside, image_cfg_outside)
         return cls(node, model, positive, negative, samples, batch, text_cfg, image_cfg, formula, region,
-                   edit_latent.get("batch_index"), bool(fast))
+                   edit_latent.get("batch_index"), bool(fast), where)
 
     def with_scales(self, text_cfg: Scale, image_cfg: Scale) -> EditRequest:
         return dataclasses.replace(self, text_cfg=text_cfg, image_cfg=image_cfg)
@@ -97,9 +123,12 @@ class EditRequest:
 
         latent = self.image_latent[index:index + 1] if self.image_latent.shape[0] > 1 else self.image_latent
         region = self.region[index:index + 1] if self.region is not None and self.region.shape[0] > 1 else self.region
+        where = self.where
+        if where is not None and where.weights.shape[0] > 1:
+            where = make_guidance_map(where.weights[index:index + 1], where.text_outside, where.image_outside)
         return dataclasses.replace(self, positive=item_of(self.positive, index, batch), image_latent=latent, batch=1,
                                    text_cfg=one(self.text_cfg), image_cfg=one(self.image_cfg), region=region,
-                                   batch_index=None)
+                                   batch_index=None, where=where)
 
 
 @dataclass(frozen=True)
@@ -132,16 +161,17 @@ class Sampling:
 def guider_for(request: EditRequest) -> InstructPix2PixGuider:
     """The pack's guider for a request (the caller's MODEL is cloned, never changed)."""
     guider = InstructPix2PixGuider(request.model, request.text_cfg, request.image_cfg, request.formula, request.node,
-                                   fast=request.fast)
+                                   fast=request.fast, where=request.where)
     guider.set_edit(request.positive, request.negative, request.image_latent, request.region)
     return guider
 
 
 def build_guider(node: str, model: Any, positive: list, negative: list, edit_latent: dict, text_cfg: Scale,
-                 image_cfg: Scale, mask: Any = None, formula: str = INSTRUCTPIX2PIX, fast: bool = False
-                 ) -> tuple[InstructPix2PixGuider, int]:
+                 image_cfg: Scale, mask: Any = None, formula: str = INSTRUCTPIX2PIX, fast: bool = False,
+                 **guidance: Any) -> tuple[InstructPix2PixGuider, int]:
     """The guider for these inputs, checked, and the edit's batch."""
-    request = EditRequest.checked(node, model, positive, negative, edit_latent, text_cfg, image_cfg, mask, formula, fast)
+    request = EditRequest.checked(node, model, positive, negative, edit_latent, text_cfg, image_cfg, mask, formula, fast,
+                                  **guidance)
     return guider_for(request), request.batch
 
 
@@ -206,10 +236,12 @@ def edit(request: EditRequest, sampling: Sampling, batch: int | None = None, cal
 def run_edit(node: str, model: Any, positive: list, negative: list, edit_latent: dict, *, seed: int, steps: int,
              text_cfg: Scale, image_cfg: Scale, sampler_name: str, scheduler: str, denoise: float,
              mask: torch.Tensor | None = None, noise_mode: str = "per item", batch: int | None = None,
-             callback: Any = None, formula: str = INSTRUCTPIX2PIX, fast: bool = False) -> torch.Tensor:
-    """edit() from a node's inputs: the sampling settings, then the request, checked once."""
+             callback: Any = None, formula: str = INSTRUCTPIX2PIX, fast: bool = False, **guidance: Any) -> torch.Tensor:
+    """edit() from a node's inputs: the sampling settings, then the request, checked once.
+    `guidance`: guidance_map, text_cfg_outside, image_cfg_outside (as EditRequest.checked)."""
     sampling = Sampling(seed, steps, sampler_name, scheduler, denoise, noise_mode).checked(node)
-    request = EditRequest.checked(node, model, positive, negative, edit_latent, text_cfg, image_cfg, mask, formula, fast)
+    request = EditRequest.checked(node, model, positive, negative, edit_latent, text_cfg, image_cfg, mask, formula, fast,
+                                  **guidance)
     return edit(request, sampling, batch, callback)
 
 

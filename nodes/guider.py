@@ -8,7 +8,7 @@ import torch
 from ..ipx2p_core.guidance import FORMULA_TEXT, INSTRUCTPIX2PIX
 from ._comfy import io
 from .engine import EditRequest, guider_for
-from .schema_parts import fast_input, formula_input, guidance_inputs, mask_input, scale_inputs
+from .schema_parts import fast_input, formula_input, guidance_inputs, guidance_map_inputs, mask_input, scale_inputs
 
 GUIDER = "IPX2P_Guider"
 
@@ -25,14 +25,16 @@ class Guider(io.ComfyNode):
                 "SamplerCustomAdvanced. Sample into the edit's size (the Conditioning node's latent output). "
                 "With a mask only the masked region is edited (a noise_mask on the sampled latent counts too)."
             ),
-            inputs=guidance_inputs() + scale_inputs() + [mask_input(), formula_input(), fast_input()],
+            inputs=guidance_inputs() + scale_inputs() + [mask_input(), formula_input(), fast_input(), *guidance_map_inputs()],
             outputs=[io.Guider.Output(tooltip="Connect to SamplerCustomAdvanced's guider.")],
         )
 
     @classmethod
     def execute(cls, model: Any, positive: list, negative: list, edit_latent: dict, text_cfg: float,
                 image_cfg: float, mask: torch.Tensor | None = None, formula: str = INSTRUCTPIX2PIX,
-                fast: bool = False) -> io.NodeOutput:
+                fast: bool = False, guidance_map: torch.Tensor | None = None, text_cfg_outside: float = 3.0,
+                image_cfg_outside: float = 2.0) -> io.NodeOutput:
         request = EditRequest.checked(GUIDER, model, positive, negative, edit_latent, text_cfg, image_cfg, mask, formula,
-                                      fast)
+                                      fast, guidance_map=guidance_map, text_cfg_outside=text_cfg_outside,
+                                      image_cfg_outside=image_cfg_outside)
         return io.NodeOutput(guider_for(request))

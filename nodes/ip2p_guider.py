@@ -20,6 +20,7 @@ from comfy.cli_args import args
 
 from ..ipx2p_core import region
 from ..ipx2p_core.guidance import BRANCH_INPUTS, FORMULA_BRANCHES, IMAGE_ONLY, INSTRUCTPIX2PIX, TEXT_IMAGE, TEXT_ONLY, UNCOND, \
+    GuidanceMap, \
     Scale, plan_guidance
 from .common import executing_node, input_error, with_image
 from .fast_path import fast_model
@@ -103,11 +104,11 @@ class InstructPix2PixGuider(comfy.samplers.CFGGuider):
     """
 
     def __init__(self, model_patcher: Any, text_cfg: Scale, image_cfg: Scale, formula: str = INSTRUCTPIX2PIX,
-                 node: str = "IPX2P_Guider", fast: bool = False) -> None:
+                 node: str = "IPX2P_Guider", fast: bool = False, where: GuidanceMap | None = None) -> None:
         self.text_cfg: Scale = text_cfg if isinstance(text_cfg, tuple) else float(text_cfg)
         self.image_cfg: Scale = image_cfg if isinstance(image_cfg, tuple) else float(image_cfg)
-        self.formula, self.node = formula, node
-        self.plan = plan_guidance(self.text_cfg, self.image_cfg, formula=formula)
+        self.formula, self.node, self.where = formula, node, where
+        self.plan = plan_guidance(self.text_cfg, self.image_cfg, formula=formula, where=where)
         # the caller's model is never changed: the guider samples a clone (with `fast`, one whose UNet
         # runs compiled where nodes/fast_path.py can; else it says why, once, and runs the standard path)
         self.fast_reason: str | None = None
@@ -143,7 +144,7 @@ class InstructPix2PixGuider(comfy.samplers.CFGGuider):
         value = value if isinstance(value, tuple) else float(value)
         if value != self.text_cfg:
             self.text_cfg = value
-            self.plan = plan_guidance(self.text_cfg, self.image_cfg, formula=self.formula)
+            self.plan = plan_guidance(self.text_cfg, self.image_cfg, formula=self.formula, where=self.where)
 
     def set_edit(self, positive: list, negative: list, image_latent: torch.Tensor, mask: torch.Tensor | None) -> None:
         """The formula's branches as host conds (the image on the host's key concat_latent_image,

@@ -54,5 +54,25 @@ def formula_input() -> Any:
     return io.Combo.Input("formula", options=list(FORMULAS), default=INSTRUCTPIX2PIX, optional=True, tooltip=FORMULA_TOOLTIP)
 
 
+GUIDANCE_MAP_TOOLTIP = (
+    "Optional: guidance that varies over the picture (any size, scaled to the latent like mask; batch 1 for every "
+    "item). Where the map is 1 text_cfg / image_cfg apply, where it is 0 text_cfg_outside / image_cfg_outside, in "
+    "between linearly; the formula is applied per position. Paint 1 where the instruction should act fully and "
+    "lower values where the picture should stay closer to the input. Unlike mask, nothing is frozen: every "
+    "position is edited, with its own strength.")
+
+
+def guidance_map_inputs() -> list:
+    """guidance_map and its outside scales (Edit, Guider, Sweep; optional, last)."""
+    return [
+        io.Mask.Input("guidance_map", optional=True, tooltip=GUIDANCE_MAP_TOOLTIP),
+        io.Float.Input("text_cfg_outside", default=3.0, min=0.0, max=100.0, step=0.1, round=0.01, optional=True,
+                       tooltip="With a guidance_map: text_cfg where the map is 0 (ignored without a map)."),
+        io.Float.Input("image_cfg_outside", default=2.0, min=0.0, max=100.0, step=0.1, round=0.01, optional=True,
+                       tooltip="With a guidance_map: image_cfg where the map is 0; higher stays closer to the input "
+                               "(ignored without a map)."),
+    ]
+
+
 def fast_input() -> Any:
     return io.Boolean.Input("fast", default=False, optional=True, tooltip=FAST_TOOLTIP)

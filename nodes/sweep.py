@@ -13,7 +13,8 @@ from ._comfy import io
 from .common import input_error
 from .drawing import draw_grid
 from .engine import EditRequest, Sampling, sweep
-from .schema_parts import IMAGE_CFG_TOOLTIP, TEXT_CFG_TOOLTIP, fast_input, formula_input, guidance_inputs, mask_input
+from .schema_parts import IMAGE_CFG_TOOLTIP, TEXT_CFG_TOOLTIP, fast_input, formula_input, guidance_inputs, \
+    guidance_map_inputs, mask_input
 
 NODE = "IPX2P_GuidanceSweep"
 MODES = ("grid", "random")
@@ -58,6 +59,7 @@ class GuidanceSweep(io.ComfyNode):
                              tooltip="Cells sampled together in one batch. 0: as many as the device's memory holds."),
                 formula_input(),
                 fast_input(),
+                *guidance_map_inputs(),
             ],
             outputs=[
                 io.Latent.Output("latent", display_name="latent",
@@ -71,7 +73,8 @@ class GuidanceSweep(io.ComfyNode):
     def execute(cls, model: Any, positive: list, negative: list, edit_latent: dict, vae: Any, seed: int, steps: int,
                 text_cfg_values: str, image_cfg_values: str, sampler_name: str, scheduler: str, mode: str, count: int,
                 denoise: float = 1.0, mask: torch.Tensor | None = None, cells_per_run: int = 0,
-                formula: str = INSTRUCTPIX2PIX, fast: bool = False) -> io.NodeOutput:
+                formula: str = INSTRUCTPIX2PIX, fast: bool = False, guidance_map: torch.Tensor | None = None,
+                text_cfg_outside: float = 3.0, image_cfg_outside: float = 2.0) -> io.NodeOutput:
         if mode not in MODES:
             raise input_error(NODE, "mode", f"is {mode!r}", "grid or random", "choose grid or random")
         sampling = Sampling(seed, steps, sampler_name, scheduler, denoise, "same for all").checked(NODE)
@@ -86,7 +89,8 @@ class GuidanceSweep(io.ComfyNode):
             cells = random_guidance(seed, count)
         text_scales, image_scales = tuple(cell[0] for cell in cells), tuple(cell[1] for cell in cells)
         request = EditRequest.checked(NODE, model, positive, negative, edit_latent, text_scales, image_scales, mask, formula,
-                                      fast)
+                                      fast, guidance_map=guidance_map, text_cfg_outside=text_cfg_outside,
+                                      image_cfg_outside=image_cfg_outside)
         if request.batch != 1:
             raise input_error(NODE, "positive", f"and edit_latent make a batch of {request.batch}",
                               "one image and one instruction (a sweep varies the guidance of one edit)",

@@ -72,7 +72,7 @@ def rect_mask(g: Graph, width: int, height: int, x: int, y: int, w: int, h: int,
 
 
 def edit_node(g: Graph, loader, positive, negative, encoded, seed=1, steps=3, text_cfg=7.5, image_cfg=1.5,
-              sampler="euler", mask=None, noise=None, denoise=1.0) -> str:
+              sampler="euler", mask=None, noise=None, denoise=1.0, **extra) -> str:
     """An IPX2P_Edit node; positive / negative are node ids (slot 0) or (node id, slot)."""
     def link(source):
         return source if isinstance(source, tuple) else (source, 0)
@@ -84,6 +84,8 @@ def edit_node(g: Graph, loader, positive, negative, encoded, seed=1, steps=3, te
         inputs["mask"] = (mask, 0)
     if noise is not None:
         inputs["noise"] = noise
+    for name, value in extra.items():  # other optional inputs: node ids are linked (slot 0), widgets as given
+        inputs[name] = (value, 0) if name in ("guidance_map", "schedule") else value
     return g.add("IPX2P_Edit", **inputs)
 
 
