@@ -109,11 +109,19 @@ def plan_weights(keys: Iterable[str], mode: str, who: str = "checkpoint") -> Wei
 SAFETENSORS_MAX_HEADER = 100_000_000
 
 
+# Bits per element of the safetensors dtype names (safetensors' Dtype::bitsize). A name missing here
+# is left to the library, so a newer format is never refused by this check.
+SAFETENSORS_DTYPE_BITS = {"BOOL": 8, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8,
+                          "F8_E8M0": 8, "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8, "I16": 16, "U16": 16, "F16": 16, "BF16": 16,
+                          "I32": 32, "U32": 32, "F32": 32, "C64": 64, "F64": 64, "I64": 64, "U64": 64}
+
+
 def safetensors_problem(path: str) -> str | None:
     """What is wrong with a .safetensors file's structure, in words; None when it is sound.
 
     Reads the 8-byte header length, the JSON header and the file size only: an empty, cut-off or
-    random file is named as such instead of with the safetensors library's internal error."""
+    random file, or a header that does not fit the data it describes, is named as such instead of
+    with the safetensors library's internal error ("Error while deserializing header: ...")."""
     import json
     import os
     import struct
@@ -136,18 +144,58 @@ def safetensors_problem(path: str) -> str | None:
         return "has a header that is not safetensors JSON (it is another format, or damaged)"
     if not isinstance(header, dict):
         return "has a header that is not a table of tensors"
-    data_end = 0
+    return header_problem(header, size - 8 - header_length)
+
+
+def _whole_numbers(values: object, count: int | None = None) -> bool:
+    """A JSON list of non-negative integers (of `count` items when given)."""
+    return (isinstance(values, list) and (count is None or len(values) == count)
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values))
+
+
+def header_problem(header: dict, available: int) -> str | None:
+    """What is wrong with a parsed safetensors header whose file holds `available` bytes of tensor
+    data, in words; None when every tensor fits. The rules are the safetensors library's
+    (Metadata::validate): each tensor's bytes are its element count times its dtype's size, and
+    the tensors' byte ranges follow one another from 0 to the end of the file, no gap, no overlap."""
+    metadata = header.get("__metadata__")
+    if metadata is not None and not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
+        return "has a malformed __metadata__ entry (damaged)"
+    entries: list[tuple[int, int, str]] = []
+    sizes: dict[str, tuple[str, list[int], int | None]] = {}
     for key, entry in header.items():
         if key == "__metadata__":
             continue
-        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(v, int) for v in offsets)):
+        if not (isinstance(entry, dict) and _whole_numbers(entry.get("data_offsets"), 2)
+                and _whole_numbers(entry.get("shape")) and isinstance(entry.get("dtype"), str)):
             return f"has a malformed entry for tensor {key!r}"
-        data_end = max(data_end, offsets[1])
-    available = size - 8 - header_length
+        dtype, shape = entry["dtype"], entry["shape"]
+        count = 1
+        for n in shape:
+            count *= n
+        bits = SAFETENSORS_DTYPE_BITS.get(dtype)
+        sizes[key] = (dtype, shape, None if bits is None else count * bits)
+        begin, end = entry["data_offsets"]
+        entries.append((begin, end, key))
+    data_end = max((end for _, end, _ in entries), default=0)
     if data_end > available:
         return (f"is cut off: its tensors need {data_end / 1e6:.1f} MB of data, the file holds {max(available, 0) / 1e6:.1f} MB "
                 "(an unfinished download or copy)")
+    previous_end = 0
+    for index, (begin, end, key) in enumerate(sorted(entries)):
+        dtype, shape, bits = sizes[key]
+        if begin != previous_end or end < begin:
+            where = "the tensor before it ends" if index else "the data starts"
+            return (f"is damaged: its header puts tensor {key!r} at bytes {begin}-{end} of the data; it should start at "
+                    f"byte {previous_end}, where {where} (tensors follow one another, no gap, no overlap)")
+        if bits is not None and (bits % 8 or bits // 8 != end - begin):
+            need = f"{bits // 8} bytes" if bits % 8 == 0 else f"{bits} bits (not whole bytes)"
+            return (f"is damaged: its header says tensor {key!r} is {dtype} {shape}, which needs {need}, but gives it "
+                    f"{end - begin} bytes of data")
+        previous_end = end
+    if previous_end != available:
+        return (f"is damaged: {available - previous_end} bytes after its last tensor are not described by its header "
+                "(another format, or a damaged file)")
     return None
 
 

@@ -106,16 +106,42 @@ def feather(mask: torch.Tensor, pixels: int) -> torch.Tensor:
     return out
 
 
-def _bounding_slices(selected: torch.Tensor) -> tuple[slice, slice] | None:
-    """Rows and columns of the selected pixels' bounding box, one pixel wider on each side."""
+def feather_outward(mask: torch.Tensor, pixels: int) -> torch.Tensor:
+    """Soften a mask's edge outwards: the weight is never below the mask (all of it is taken, at
+    its own values) and falls from the mask's value to 0 over the `pixels` px around it.
+
+    The k-th pixel out (k = 1..pixels, in the octagonal steps `grow` takes) gets
+    smoothstep(1 - k / (pixels + 1)) of the largest mask value k steps away; beyond `pixels` steps
+    the weight is exactly 0, so the ramp lies where grow(mask, pixels) adds, and a pixel farther
+    from the mask keeps its own value when composited."""
+    if pixels <= 0:
+        return mask
+    box = _bounding_slices(mask > 0, margin=pixels + 1)
+    if box is None:
+        return mask
+    rows, columns = box
+    reach = mask[:, rows, columns].unsqueeze(1).float()
+    weight = reach
+    for step in range(1, pixels + 1):
+        reach = _max_filter(reach, cross=step % 2 == 0)  # the steps of _dilate: square, plus, square, ...
+        level = 1.0 - step / (pixels + 1)
+        weight = torch.maximum(weight, reach * (level * level * (3.0 - 2.0 * level)))
+    out = mask.clone()
+    out[:, rows, columns] = weight.squeeze(1).to(mask.dtype)
+    return out
+
+
+def _bounding_slices(selected: torch.Tensor, margin: int = 1) -> tuple[slice, slice] | None:
+    """Rows and columns of the selected pixels' bounding box, `margin` px wider on each side (kept
+    inside the picture)."""
     any_selected = selected.any(dim=0)
     rows = torch.nonzero(any_selected.any(dim=1)).flatten()
     if rows.numel() == 0:
         return None
     columns = torch.nonzero(any_selected.any(dim=0)).flatten()
     height, width = any_selected.shape
-    return (slice(max(0, int(rows[0]) - 1), min(height, int(rows[-1]) + 2)),
-            slice(max(0, int(columns[0]) - 1), min(width, int(columns[-1]) + 2)))
+    return (slice(max(0, int(rows[0]) - margin), min(height, int(rows[-1]) + 1 + margin)),
+            slice(max(0, int(columns[0]) - margin), min(width, int(columns[-1]) + 1 + margin)))
 
 
 def despeckle(selected: torch.Tensor, radius: int) -> torch.Tensor:

@@ -14,14 +14,15 @@ import torch.nn.functional as F
 from .geometry import (
     Box, CropPlan, EditFit, Stitch, fit_to_picture, picture_to_fit, place, resize_image, resize_mask,
 )
-from .masks import ChangeSettings, colour_match, composite, detect_changes, feather, grow
+from .masks import ChangeSettings, colour_match, composite, detect_changes, feather, feather_outward, grow
 
 
 @dataclass(frozen=True)
 class PasteSettings:
     """threshold: change detection's (see ChangeSettings); grow: px added (or, negative, removed)
-    around the mask; feather: px over which the edge ramps, inside the mask; colour_match: correct
-    the edit's colour drift from the ring just outside the mask."""
+    around the mask; feather: px over which the edge ramps: inside a given mask, outside a found one
+    (see paste_back); colour_match: correct the edit's colour drift from the ring just outside the
+    mask."""
 
     threshold: float = 0.06
     grow: int = 0
@@ -79,9 +80,17 @@ def found_changes(edited: torch.Tensor, reference: torch.Tensor, fit: EditFit, t
     return (on_picture > 0.5).float()
 
 
-def paste_weight(mask: torch.Tensor, covered: torch.Tensor, grow_pixels: int, feather_pixels: int) -> torch.Tensor:
-    """The compositing weight [B,H,W]: the mask grown, kept to where the edit covers the picture
-    (`covered` [1|B,H,W] bool), then feathered inwards (0 wherever the grown mask is 0)."""
+def paste_weight(mask: torch.Tensor, covered: torch.Tensor, grow_pixels: int, feather_pixels: int,
+                 outward: bool = False) -> torch.Tensor:
+    """The compositing weight [B,H,W]: the mask grown and feathered, kept to where the edit covers
+    the picture (`covered` [1|B,H,W] bool).
+
+    Inwards (outward False): the ramp lies inside the grown mask and the weight is 0 wherever that
+    is 0, so nothing outside a drawn mask changes. Outwards: the grown mask is taken whole, at its
+    own values, and the ramp lies in the `feather_pixels` px around it; for a mask that marks what
+    must change (a found change, a small detail to stitch), whose edge an inward ramp would fade."""
+    if outward:
+        return feather_outward(grow(mask, grow_pixels), feather_pixels) * covered.to(mask.dtype)
     grown = grow(mask, grow_pixels) * covered.to(mask.dtype)
     return feather(grown, feather_pixels)
 
@@ -93,11 +102,15 @@ def paste_back(original: torch.Tensor, edited: torch.Tensor, fit: EditFit, mask:
     mask: [B,H,W] of the picture (1 = take the edit), or None to find the changed region by
     comparing the edit with `reference`: the framed picture's VAE round trip, or None to compare
     with the framed picture itself.
+
+    A given mask is feathered inwards (every pixel outside it stays the original's); a found one
+    outwards, so the whole change is taken and only pixels within grow + feather px of it blend.
     """
     height, width = int(original.shape[1]), int(original.shape[2])
     covered = box_mask(height, width, fit.source)
     pasted = edit_on_picture(original[..., :3], edited[..., :3], fit)
     batch = int(pasted.shape[0])
+    found = mask is None
     if mask is None:
         # Against the VAE round trip, texture differences are mostly gone and 4 px blocks suffice;
         # against the picture itself, 8 px blocks (one latent pixel) average the VAE's loss away.
@@ -106,7 +119,7 @@ def paste_back(original: torch.Tensor, edited: torch.Tensor, fit: EditFit, mask:
             reference = picture_to_fit(original[..., :3], fit)
         mask = found_changes(edited, reference, fit, settings.threshold, block)
     mask = broadcast(mask.float(), batch) if mask.shape[0] in (1, batch) else mask.float()
-    weight = paste_weight(mask, covered, settings.grow, settings.feather)
+    weight = paste_weight(mask, covered, settings.grow, settings.feather, outward=found)
     if settings.colour_match:
         ring = max(8, 2 * settings.feather, round(0.02 * max(height, width)))
         pasted = colour_match(pasted, broadcast(original[..., :3], batch), weight, covered, ring)
@@ -128,9 +141,11 @@ def stitch_back(stitch: Stitch, edited: torch.Tensor, mask: torch.Tensor | None,
                 feather_pixels: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(the picture with the edited crop blended back [B,H,W,C], weight used [B,H,W]).
 
-    blend "mask": through the stitch's mask (or `mask`, a mask of the crop); "region": the whole
-    cropped region. The weight is grown, kept inside the region, and feathered inwards, so every
-    pixel outside the region (and outside the mask, for "mask") is the picture's own.
+    blend "mask": through the stitch's mask (or `mask`, a mask of the crop), grown and feathered
+    outwards: the whole mask takes the edit (a small detail keeps it) and the ramp lies in the
+    padding around it, so every pixel farther than grow + feather px from the mask is the
+    picture's own. "region": the whole cropped region, feathered inwards. Either way the weight is
+    kept inside the region: every pixel outside it is the picture's own.
 
     When the crop was enlarged for the edit (a region smaller than the working size, the usual
     case), what is pasted is the picture plus the edit's change (edited - crop, scaled back): where
@@ -161,5 +176,5 @@ def stitch_back(stitch: Stitch, edited: torch.Tensor, mask: torch.Tensor | None,
     else:
         weight_mask = stitch.mask.float()
     weight_mask = broadcast(weight_mask, batch) if weight_mask.shape[0] in (1, batch) else weight_mask
-    weight = paste_weight(weight_mask, inside, grow_pixels, feather_pixels)
+    weight = paste_weight(weight_mask, inside, grow_pixels, feather_pixels, outward=blend != "region")
     return composite(broadcast(picture, batch), pasted, weight), weight

@@ -57,7 +57,8 @@ class PasteBack(io.ComfyNode):
                 "Puts the edit back into the original picture at its full resolution, only where it changed: "
                 "the edit is scaled back exactly onto the part of the original the Encode node used and blended "
                 "in through the mask (given, or found by comparing the edit with the original). Every pixel outside "
-                "the mask is the original's, bit for bit: no VAE blur, no colour shift."
+                "a given mask, or beyond the feather around a found one, is the original's, bit for bit: no VAE "
+                "blur, no colour shift."
             ),
             inputs=[
                 io.Image.Input("original", tooltip="The picture before the edit, at any resolution (what went into "
@@ -72,7 +73,8 @@ class PasteBack(io.ComfyNode):
                 io.Int.Input("grow", default=0, min=-1024, max=1024,
                              tooltip="Pixels of the original added around the mask (negative: removed)."),
                 io.Int.Input("feather", default=16, min=0, max=1024,
-                             tooltip="Pixels of the original over which the mask's edge fades in, inside the mask."),
+                             tooltip="Pixels of the original over which the mask's edge fades: inside a given mask "
+                                     "(nothing outside it changes), outside a found one (the whole change is taken)."),
                 io.Boolean.Input("color_match", default=False,
                                  tooltip="Correct the pasted region's colour drift: its mean and spread in the ring just "
                                          "outside the mask are matched to the original's there. Turn on when a seam shows."),
@@ -88,7 +90,8 @@ class PasteBack(io.ComfyNode):
                 io.Image.Output("pasted", display_name="image", tooltip="The original with the edit pasted in, at the "
                                                                           "original's size."),
                 io.Mask.Output("pasted_mask", display_name="mask",
-                               tooltip="Where the edit was taken (the grown, feathered weight), at the original's size."),
+                               tooltip="Where the edit was taken (the grown, feathered weight), at the original's size; "
+                                       "without a mask, the found change and the feather around it."),
             ],
         )
 
@@ -194,7 +197,8 @@ class StitchEdit(io.ComfyNode):
             category="instructpix2pix",
             description=(
                 "Puts an edited crop from Crop For Edit back into the full picture: scaled back to the region it "
-                "came from and blended in with a feathered mask. Every pixel outside the region is the picture's own."
+                "came from and blended in through the mask, feathered outwards into the padding around it (so even a "
+                "mask of a few pixels takes the edit). Every pixel outside the region is the picture's own."
             ),
             inputs=[
                 StitchType.Input("stitch", tooltip="From InstructPix2Pix Crop For Edit."),
@@ -202,12 +206,14 @@ class StitchEdit(io.ComfyNode):
                 io.Mask.Input("mask", optional=True,
                               tooltip="Optional: a mask of the crop to blend through instead of the stitch's own."),
                 io.Int.Input("feather", default=16, min=0, max=1024, optional=True,
-                             tooltip="Pixels of the picture over which the blend fades in, inside the mask."),
+                             tooltip="Pixels of the picture over which the blend fades out around the mask (the whole "
+                                     "mask takes the edit; keep padding >= grow + feather). blend region: inside the "
+                                     "region's edge."),
                 io.Int.Input("grow", default=0, min=-1024, max=1024, optional=True,
                              tooltip="Pixels of the picture added around the mask (kept inside the region)."),
                 io.Combo.Input("blend", options=list(BLENDS), default="mask", optional=True,
-                               tooltip="mask: replace only what the mask selects. region: replace the whole cropped "
-                                       "region (edges feathered)."),
+                               tooltip="mask: replace what the mask selects (and blend the feather around it). region: "
+                                       "replace the whole cropped region (edges feathered)."),
             ],
             outputs=[
                 io.Image.Output("stitched", display_name="image", tooltip="The full picture with the edit stitched in."),

@@ -582,6 +582,74 @@ def test_bad_input(host, setup, case: Case):
     assert_good_prompt_runs(host, setup)
 
 
+def test_a_header_that_does_not_fit_its_data_is_named_on_both_loaders(host, setup, tmp_path):
+    """A .safetensors whose header claims more bytes for a tensor than its byte range holds (the
+    header length field consistent, the data intact): the safetensors library says only "Error
+    while deserializing header: ..."; each loader names itself, the input, the file, what is wrong
+    and the fix. A dtype name the check leaves to the library is still said on the node."""
+    import folder_paths
+    from safetensors.torch import save_file
+
+    from ipx2p_tools.testkit.synthetic import rewrite_safetensors_header
+
+    def grown(key):
+        def change(header):
+            header[key]["shape"] = [320, 8, 3, 4]  # 3 x 3 kernels stored, 3 x 4 claimed
+        return change
+
+    def unknown_dtype(key):
+        def change(header):
+            header[key]["dtype"] = "Q7"
+        return change
+
+    checkpoints, diffusers = tmp_path / "checkpoints", tmp_path / "diffusers"
+    checkpoints.mkdir()
+    sound = tmp_path / "sound.safetensors"
+    conv_in = "model.diffusion_model.input_blocks.0.0.weight"
+    save_file({conv_in: torch.zeros(320, 8, 3, 3, dtype=torch.float16), "model.diffusion_model.out.2.bias": torch.zeros(4)},
+              str(sound))
+    unet_sound = tmp_path / "unet_sound.safetensors"
+    save_file({"conv_in.weight": torch.zeros(320, 8, 3, 3, dtype=torch.float16), "conv_out.bias": torch.zeros(4)},
+              str(unet_sound))
+    cases = []
+    for label, change, words in (("grown", grown, ("is damaged", f"tensor '{conv_in}' is F16 [320, 8, 3, 4]",
+                                                    "which needs 61440 bytes, but gives it 46080 bytes", "download the file again")),
+                                 ("dtype", unknown_dtype, ("safetensors library cannot read", "Q7",
+                                                           "download the file again"))):
+        name = f"inconsistent_{label}.safetensors"
+        rewrite_safetensors_header(sound, checkpoints / name, change(conv_in))
+        cases.append((Case(f"file_inconsistent_{label}", loader_only(label), "IPX2P_CheckpointLoader", "ckpt_name",
+                           (name, *words)), {label: name}))
+        folder = diffusers / f"inconsistent_{label}"
+        (folder / "unet").mkdir(parents=True)
+        (folder / "model_index.json").write_text('{"_class_name": "StableDiffusionInstructPix2PixPipeline"}')
+        rewrite_safetensors_header(unet_sound, folder / "unet" / "diffusion_pytorch_model.safetensors",
+                                   change("conv_in.weight"))
+        folder_words = tuple(w.replace(conv_in, "conv_in.weight") for w in words)
+        cases.append((Case(f"diffusers_inconsistent_{label}", diffusers_loader(f"diffusers/{folder.name}"),
+                           "IPX2P_DiffusersLoader", "model_path", ("unet/diffusion_pytorch_model.safetensors", *folder_words)),
+                      {}))
+    folder_paths.add_model_folder_path("checkpoints", str(checkpoints))
+    folder_paths.add_model_folder_path("diffusers", str(diffusers))
+    try:
+        for case, files in cases:
+            g = Graph()
+            case.build(g, Setup(setup.ckpt, setup.picture, {**setup.files, **files}))
+            assert_clear_error(host.run(g.prompt), case)
+            assert_good_prompt_runs(host, setup)
+    finally:
+        folder_paths.folder_names_and_paths["checkpoints"][0].remove(str(checkpoints))
+        folder_paths.folder_names_and_paths["diffusers"][0].remove(str(diffusers))
+
+
+def diffusers_loader(model_path):
+    def build(g: Graph, s: Setup) -> None:
+        loader = g.add("IPX2P_DiffusersLoader", model_path=model_path, clip_vae_from=s.ckpt)
+        image = g.add("LoadImage", image=s.picture)
+        save_latent(g, g.add("IPX2P_EncodeImage", vae=(loader, 2), image=(image, 0), resize="keep", resolution=64))
+    return build
+
+
 @pytest.mark.floor
 def test_the_catalogue_is_large_enough_and_in_the_readme():
     from ipx2p_tools.layout import REPO_ROOT

@@ -9,7 +9,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from helpers import file_mappings
-from ipx2p_core.checkpoint import SafetensorsReader, ema_name, ema_pairs, inspect_checkpoint, plan_weights
+from ipx2p_core.checkpoint import (
+    SafetensorsReader, ema_name, ema_pairs, inspect_checkpoint, plan_weights, safetensors_problem,
+)
+from ipx2p_tools.testkit.synthetic import rewrite_safetensors_header
 
 UNET = {
     "model.diffusion_model.input_blocks.0.0.weight": (320, 8, 3, 3),
@@ -108,3 +111,59 @@ def test_reader_names_a_damaged_tensor(tmp_path):
     cut.write_bytes(struct.pack("<Q", len(header)) + header + bytes(8))
     with SafetensorsReader(str(cut)) as reader, pytest.raises(ValueError, match="ends inside tensor 'w'"):
         reader.read("w")
+
+
+def set_entry(key: str, **fields):
+    def change(header: dict) -> None:
+        header[key].update(fields)
+    return change
+
+
+def test_a_header_that_does_not_fit_its_data_is_named(tmp_path):
+    # safetensors itself says only "Error while deserializing header: invalid shape, data type, or
+    # offset for tensor"; the check names the tensor, what the header claims and what the data holds.
+    sound = tmp_path / "sound.safetensors"
+    save_file({"conv_in.weight": torch.zeros(320, 8, 3, 3, dtype=torch.float16), "conv_in.bias": torch.zeros(320),
+               "empty": torch.zeros(0, 4)}, str(sound), metadata={"format": "pt"})
+    assert safetensors_problem(str(sound)) is None
+    conv = load_file(str(sound))["conv_in.weight"]
+    (sound_length,) = struct.unpack("<Q", sound.read_bytes()[:8])
+    header_of, data = json.loads(sound.read_bytes()[8:8 + sound_length]), sound.read_bytes()[8 + sound_length:]
+    begin, end = header_of["conv_in.weight"]["data_offsets"]
+    assert begin > 0  # a tensor comes before it (save_file puts the larger dtypes first)
+    cases = {
+        "larger_shape": (set_entry("conv_in.weight", shape=[320, 8, 3, 4]),
+                         f"tensor 'conv_in.weight' is F16 [320, 8, 3, 4], which needs {conv.numel() // 3 * 4 * 2} bytes, "
+                         f"but gives it {end - begin} bytes"),
+        "wider_dtype": (set_entry("conv_in.weight", dtype="F32"), f"is F32 [320, 8, 3, 3], which needs {conv.numel() * 4} bytes"),
+        "gap": (set_entry("conv_in.weight", data_offsets=[begin + 8, end]), f"it should start at byte {begin}"),
+        "overlap": (set_entry("conv_in.weight", data_offsets=[begin - 8, end]), "no gap, no overlap"),
+        "half_bytes": (set_entry("conv_in.bias", dtype="F4", shape=[1279]), "not whole bytes"),
+        "negative": (set_entry("conv_in.bias", shape=[-320]), "malformed entry for tensor 'conv_in.bias'"),
+        "metadata": (lambda header: header.update(__metadata__={"format": 1}), "malformed __metadata__"),
+    }
+    for name, (change, words) in cases.items():
+        damaged = tmp_path / f"{name}.safetensors"
+        rewrite_safetensors_header(sound, damaged, change)
+        (length,) = struct.unpack("<Q", damaged.read_bytes()[:8])
+        assert damaged.read_bytes()[8 + length:] == data  # length field consistent: only the header's claims are wrong
+        problem = safetensors_problem(str(damaged))
+        assert problem is not None and words in problem, (name, problem)
+        assert problem.startswith(("is damaged", "has a malformed")), (name, problem)
+        with pytest.raises(Exception, match="Error while deserializing header"):  # what the library says instead
+            load_file(str(damaged))
+    extra = tmp_path / "extra.safetensors"
+    extra.write_bytes(sound.read_bytes() + bytes(16))
+    assert "16 bytes after its last tensor" in (safetensors_problem(str(extra)) or "")
+    rewrite_safetensors_header(sound, tmp_path / "same.safetensors", lambda header: None)
+    assert safetensors_problem(str(tmp_path / "same.safetensors")) is None
+    assert torch.equal(load_file(str(tmp_path / "same.safetensors"))["conv_in.weight"], conv)
+
+
+def test_a_dtype_the_check_does_not_know_is_left_to_the_library(tmp_path):
+    # A name outside SAFETENSORS_DTYPE_BITS may be a newer format's: the check does not refuse it
+    # (the loader then reports what the library says, on the node).
+    sound = tmp_path / "sound.safetensors"
+    save_file({"w": torch.zeros(4)}, str(sound))
+    rewrite_safetensors_header(sound, tmp_path / "new.safetensors", set_entry("w", dtype="F2_FUTURE"))
+    assert safetensors_problem(str(tmp_path / "new.safetensors")) is None

@@ -8,7 +8,7 @@ import torch
 
 from helpers import precision_recall
 from ipx2p_core.masks import (
-    ChangeSettings, colour_match, composite, detect_changes, feather, grow, inner_distance, mask_batch,
+    ChangeSettings, colour_match, composite, detect_changes, feather, feather_outward, grow, inner_distance, mask_batch,
 )
 from ipx2p_tools.pictures import blur, ellipse_mask, photo_like, synthetic_edit
 
@@ -50,6 +50,29 @@ def test_feather_keeps_soft_values_and_does_not_eat_the_picture_border():
     weight = feather(mask, 6)
     assert float(weight[0, 16, 0]) == 0.5 and float(weight[0, 0, 3]) == 0.5  # no ramp at the picture's border
     assert 0 < float(weight[0, 16, 15]) < 0.5  # ramp at the inner edge
+
+
+@pytest.mark.parametrize("pixels", [1, 4, 9])
+def test_feather_outward_keeps_the_mask_and_ramps_in_the_grown_margin(pixels):
+    mask = square(64, 20, 20, 24, 24)
+    weight = feather_outward(mask, pixels)
+    assert torch.equal(weight[mask == 1], mask[mask == 1])  # the whole mask, untouched
+    assert torch.equal(weight > 0, grow(mask, pixels) > 0)  # the ramp lies where grow adds, 0 beyond
+    row = [float(v) for v in weight[0, 32, 20 + 24:]]
+    ramp = row[:pixels]  # the k-th pixel out: smoothstep(1 - k / (pixels + 1)), falling outwards
+    assert ramp == sorted(ramp, reverse=True) and all(0 < v < 1 for v in ramp) and row[pixels] == 0.0
+    assert all(v + w == pytest.approx(1.0) for v, w in zip(ramp, reversed(ramp)))  # half its span at >= 0.5
+    assert torch.equal(feather_outward(mask, 0), mask)
+
+
+def test_feather_outward_keeps_soft_values_and_the_picture_border():
+    mask = torch.zeros((1, 32, 32))
+    mask[:, :, :8] = 0.5  # touches the picture's left, top and bottom borders
+    mask[:, 10:12, 2:4] = 1.0
+    weight = feather_outward(mask, 6)
+    assert float(weight[0, 0, 0]) == 0.5 and float(weight[0, 20, 7]) == 0.5  # never below the mask
+    assert 0.5 < float(weight[0, 11, 5]) < 1.0  # the 1.0 spot ramps down over its surroundings
+    assert 0.0 < float(weight[0, 20, 8]) < 0.5 and float(weight[0, 20, 14]) == 0.0
 
 
 def test_inner_distance_is_never_below_the_euclidean_distance():

@@ -156,11 +156,64 @@ def test_crop_edit_stitch(host, ip2p_ckpt):
     # the crop is at the working size, and the Encode node changes nothing
     assert out["crop"].shape[1:3] == (plan.height, plan.width) and max(plan.width, plan.height) == 128
     assert torch.equal(out["encoded"], out["crop"])
-    # an unedited crop stitches back to the picture; an edit changes only the masked region
+    # an unedited crop stitches back to the picture; an edit changes only the masked region and
+    # the 4 px feather ramp around it
     assert torch.equal(out["unedited"], source)
     changed = (out["stitched"] - source).abs().amax(dim=-1)[0] > 0
-    assert bool(changed.any()) and not bool(changed[:100].any()) and not bool(changed[120:].any())
-    assert not bool(changed[:, :250].any()) and not bool(changed[:, 280:].any())
+    assert bool(changed.any()) and not bool(changed[:96].any()) and not bool(changed[124:].any())
+    assert not bool(changed[:, :246].any()) and not bool(changed[:, 284:].any())
+
+
+@pytest.mark.floor
+def test_paste_back_at_its_default_widgets_returns_the_whole_found_change(host):
+    # No mask, default widgets: the returned mask (>= 0.5) covers the changed rectangle (the
+    # feather ramps outside the found region), and far from it the picture is the original's.
+    original = write_png(host, "whole_original.png", photo_like(512, 512, 5))
+    fit = edit_fit("original", 512, 512, 512)
+    region = torch.zeros((1, 512, 512))
+    region[:, 280:384, 300:380] = 1.0
+    edited = write_png(host, "whole_edit.png", synthetic_edit(read_png(host, original), region, 5))
+    g = Graph()
+    loaded = {name: g.add("LoadImage", image=name) for name in (original, edited)}
+    paste = g.add("IPX2P_PasteBack", original=(loaded[original], 0), edited=(loaded[edited], 0), threshold=0.06, grow=0,
+                  feather=16, color_match=False, resize="original", resolution=512)
+    out = g.add("SaveImage", images=(paste, 0), filename_prefix="ipx2p_whole")
+    used = mask_png(g, paste, 1)
+    result = run_ok(host, g)
+    found = saved_images(host, result, used)[0, ..., 0] >= 0.5
+    truth = region[0] > 0.5
+    hits = float((found & truth).sum())
+    precision, recall = hits / float(found.sum()), hits / float(truth.sum())
+    assert recall >= 0.9 and precision >= 0.6, (precision, recall)
+    far = torch.ones((1, 512, 512), dtype=torch.bool)
+    far[:, 280 - 24:384 + 24, 300 - 24:380 + 24] = False  # feather + 8 px of the found outline's slack
+    assert fit.source.width == 512 and torch.equal(saved_images(host, result, out)[far], read_png(host, original)[far])
+
+
+@pytest.mark.floor
+@pytest.mark.parametrize("size", [(12, 10), (3, 3)])
+def test_stitch_edit_lands_on_a_small_mask(host, size):
+    # A mask of a few px: at Stitch Edit's defaults the blend weight is 1 on the whole mask (the
+    # feather ramps in the padding around it), and the picture outside the region is its own.
+    width, height = size
+    picture = write_png(host, "small_mask.png", photo_like(600, 800, 11))
+    g = Graph()
+    crop = g.add("IPX2P_CropForEdit", image=(g.add("LoadImage", image=picture), 0),
+                 mask=(rect_mask(g, 800, 600, 420, 300, width, height), 0), padding=32, resolution=512)
+    edited = g.add("ImageInvert", image=(crop, 0))
+    stitched = g.add("IPX2P_StitchEdit", stitch=(crop, 2), edited=(edited, 0))
+    out = g.add("SaveImage", images=(stitched, 0), filename_prefix="ipx2p_small_mask")
+    used = mask_png(g, stitched, 1)
+    result = run_ok(host, g)
+    weight, image = saved_images(host, result, used)[0, ..., 0], saved_images(host, result, out)
+    source = read_png(host, picture)
+    on_mask = (slice(300, 300 + height), slice(420, 420 + width))
+    assert float(weight[on_mask].min()) == 1.0
+    assert float((image[0][on_mask] - source[0][on_mask]).abs().mean()) > 0.1  # the inverted crop is there (weight ~0.07 before: ~0.01)
+    region = plan_crop(Box(420, 300, width, height), 32, 800, 600, 512).region
+    outside = torch.ones((1, 600, 800), dtype=torch.bool)
+    outside[:, region.top:region.bottom, region.left:region.right] = False
+    assert torch.equal(image[outside], source[outside]) and float(weight[outside[0]].max()) == 0.0
 
 
 def test_stitch_refuses_an_edit_of_another_crop_and_crop_needs_a_mask(host):

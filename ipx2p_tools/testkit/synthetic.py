@@ -140,6 +140,21 @@ def write_random_checkpoint(
     write_safetensors(path, entries, make, metadata={"ipx2p_synthetic": json.dumps(info, sort_keys=True)}, sparse=sparse)
 
 
+def rewrite_safetensors_header(source: str | os.PathLike[str], target: str | os.PathLike[str],
+                               change: Callable[[dict], None]) -> None:
+    """Copy a safetensors file with its JSON header changed by `change` (called on the parsed
+    header, in place) and everything else kept: the header length field is rewritten to match and
+    the data follows unchanged, so a test can make a file whose header no longer fits its data."""
+    with Path(source).open("rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+        data = handle.read()
+    change(header)
+    header_bytes = json.dumps(header, separators=(",", ":")).encode()
+    header_bytes += b" " * (-len(header_bytes) % 8)
+    Path(target).write_bytes(struct.pack("<Q", len(header_bytes)) + header_bytes + data)
+
+
 def random_state_dict(layout: Layout, seed: int, dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
     """The tensors write_random_checkpoint would write for `layout` and `seed`, in memory."""
     return {key: random_tensor(key, shape, seed).to(dtype) for key, shape in layout}
