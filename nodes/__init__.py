@@ -9,11 +9,13 @@ from .instructions import EncodeInstructions
 from .loader import CheckpointLoader, DiffusersLoader
 from .merge import MakeEditable
 from .paste import CropForEdit, PasteBack, StitchEdit
+from .schedule import GuidanceScheduleNode
 from .sweep import GuidanceSweep
 
 # Order is the order in the node menu. Node ids are a contract (saved workflows store them).
 NODES: list[type[io.ComfyNode]] = [
     CheckpointLoader, DiffusersLoader, EncodeImage, Conditioning, Guider, Edit, EncodeInstructions, GuidanceSweep,
+    GuidanceScheduleNode,
     CropForEdit, StitchEdit, PasteBack, MakeEditable,
 ]
 

@@ -19,10 +19,12 @@ from ..ipx2p_core.guidance import FORMULAS, INSTRUCTPIX2PIX, GuidanceMap, Scale,
 from ..ipx2p_core.guidance import guidance_map as make_guidance_map
 from ..ipx2p_core.masks import latent_mask, mask_batch
 from ..ipx2p_core.region import empty_items
+from ..ipx2p_core.relevance import DEFAULT_THRESHOLD, DEFAULT_UNTIL
+from ..ipx2p_core.schedule import GuidanceSchedule
 from ..ipx2p_core.sweep import cells_in_memory, plan_runs, run_scales
 from .common import as_mask, check_guidance, check_text_width, edit_samples, input_error, require_ip2p_model, text_batch
 from .host_compat import sampling_memory
-from .ip2p_guider import InstructPix2PixGuider, attention_options
+from .ip2p_guider import InstructPix2PixGuider, Localize, attention_options
 from .sampling import NOISE_MODES, initial_noise, sampler_for
 
 __all__ = [
@@ -62,6 +64,24 @@ def checked_guidance_map(node: str, weights: Any, batch: int, height: int, width
     return make_guidance_map(latent_mask(pixels, height, width), text_outside, image_outside)
 
 
+LOCALIZE_MODES = ("off", "auto")
+
+
+def checked_localize(node: str, mode: str, until: float, threshold: float) -> Localize | None:
+    """The localize settings (None for "off"), or the user's error."""
+    if mode not in LOCALIZE_MODES:
+        raise input_error(node, "localize", f"is {mode!r}", "off or auto", "choose off or auto")
+    if mode == "off":
+        return None
+    if not 0.0 < float(until) <= 1.0:
+        raise input_error(node, "localize_until", f"is {until}", "a fraction of the steps above 0 and at most 1",
+                          f"set it between 0.05 and 1 (default {DEFAULT_UNTIL})")
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise input_error(node, "localize_threshold", f"is {threshold}", "a value from 0 to 1",
+                          f"set it between 0 and 1 (default {DEFAULT_THRESHOLD}; higher finds a smaller region)")
+    return Localize(float(until), float(threshold))
+
+
 @dataclass(frozen=True)
 class EditRequest:
     """One edit's guidance inputs, checked once (EditRequest.checked): the model, the instruction
@@ -83,12 +103,15 @@ class EditRequest:
     batch_index: list[int] | None = None
     fast: bool = False
     where: GuidanceMap | None = None
+    schedule: GuidanceSchedule | None = None
+    localize: Localize | None = None
 
     @classmethod
     def checked(cls, node: str, model: Any, positive: list, negative: list, edit_latent: Any, text_cfg: Scale,
                 image_cfg: Scale, mask: Any = None, formula: str = INSTRUCTPIX2PIX, fast: bool = False, *,
                 guidance_map: Any = None, text_cfg_outside: float = TEXT_CFG_OUTSIDE,
-                image_cfg_outside: float = IMAGE_CFG_OUTSIDE) -> EditRequest:
+                image_cfg_outside: float = IMAGE_CFG_OUTSIDE, schedule: Any = None, localize: str = "off",
+                localize_until: float = DEFAULT_UNTIL, localize_threshold: float = DEFAULT_THRESHOLD) -> EditRequest:
         """The request, or the first bad input as a ValueError naming `node`. A noise_mask on
         edit_latent (core Set Latent Noise Mask) is the region when `mask` is None, as KSampler
         honours it."""
@@ -110,8 +133,13 @@ class EditRequest:
         if guidance_map is not None:
             where = checked_guidance_map(node, guidance_map, batch, int(samples.shape[-2]), int(samples.shape[-1]),
                                          text_cfg_outside, image_cfg_outside)
+        if schedule is not None and not isinstance(schedule, GuidanceSchedule):
+            raise input_error(node, "schedule", f"is a {type(schedule).__name__}",
+                              "the schedule output of 'InstructPix2Pix Guidance Schedule'",
+                              "connect an InstructPix2Pix Guidance Schedule node, or disconnect the input")
         return cls(node, model, positive, negative, samples, batch, text_cfg, image_cfg, formula, region,
-                   edit_latent.get("batch_index"), bool(fast), where)
+                   edit_latent.get("batch_index"), bool(fast), where, schedule,
+                   checked_localize(node, localize, localize_until, localize_threshold))
 
     def with_scales(self, text_cfg: Scale, image_cfg: Scale) -> EditRequest:
         return dataclasses.replace(self, text_cfg=text_cfg, image_cfg=image_cfg)
@@ -161,7 +189,8 @@ class Sampling:
 def guider_for(request: EditRequest) -> InstructPix2PixGuider:
     """The pack's guider for a request (the caller's MODEL is cloned, never changed)."""
     guider = InstructPix2PixGuider(request.model, request.text_cfg, request.image_cfg, request.formula, request.node,
-                                   fast=request.fast, where=request.where)
+                                   fast=request.fast, where=request.where, schedule=request.schedule,
+                                   localize=request.localize)
     guider.set_edit(request.positive, request.negative, request.image_latent, request.region)
     return guider
 
@@ -197,11 +226,15 @@ def item_of(conditioning: list, index: int, batch: int) -> list:
     return items
 
 
-def edit(request: EditRequest, sampling: Sampling, batch: int | None = None, callback: Any = None) -> torch.Tensor:
+def edit(request: EditRequest, sampling: Sampling, batch: int | None = None, callback: Any = None,
+         report: dict | None = None) -> torch.Tensor:
     """Sample one edit (KSampler's way: sigmas, start, noise) and return the latent, unscaled.
 
     `batch` forces the batch (a sweep samples one image as many cells); `callback` replaces the
-    default progress bar with previews.
+    default progress bar with previews; `report`, when given, receives "region": the latent mask
+    [B,1,h,w] the edit was confined to (the drawn mask and / or the region localize found), or
+    None for the whole picture, and "scales": with a schedule, (step, progress, text_cfg,
+    image_cfg) of each model call.
     """
     model = request.model
     batch = batch or request.batch
@@ -219,10 +252,17 @@ def edit(request: EditRequest, sampling: Sampling, batch: int | None = None, cal
     if sampler is None:
         # A sampler whose step noise the pack cannot share over a batch: one run per item, each
         # with the seed's own noise, which is what "same for all" means.
-        parts = []
+        parts, regions = [], []
         for index in range(batch):
             comfy.model_management.throw_exception_if_processing_interrupted()
-            parts.append(edit(request.item(index, batch), sampling, batch=1, callback=callback))
+            item_report: dict = {}
+            parts.append(edit(request.item(index, batch), sampling, batch=1, callback=callback, report=item_report))
+            regions.append(item_report.get("region"))
+            if report is not None:
+                report.setdefault("scales", []).extend(item_report.get("scales", []))
+        if report is not None:
+            report["region"] = None if all(r is None for r in regions) else torch.cat(
+                [torch.ones_like(parts[i][:, :1]) if r is None else r.to(parts[i]) for i, r in enumerate(regions)])
         return torch.cat(parts)
     guider = guider_for(request)
     noise = initial_noise(start, sampling.seed, sampling.noise_mode, request.batch_index)
@@ -230,19 +270,25 @@ def edit(request: EditRequest, sampling: Sampling, batch: int | None = None, cal
         callback = latent_preview.prepare_callback(model, sigmas.shape[-1] - 1)
     samples = guider.sample(noise, start, sampler, sigmas, denoise_mask=None, callback=callback,
                             disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=sampling.seed)
+    if report is not None:
+        used = guider.used_region
+        report["region"] = None if used is None else comfy.utils.resize_to_batch_size(used.float().cpu(), batch)
+        report["scales"] = list(guider.scales_used)
     return samples.to(comfy.model_management.intermediate_device())
 
 
 def run_edit(node: str, model: Any, positive: list, negative: list, edit_latent: dict, *, seed: int, steps: int,
              text_cfg: Scale, image_cfg: Scale, sampler_name: str, scheduler: str, denoise: float,
              mask: torch.Tensor | None = None, noise_mode: str = "per item", batch: int | None = None,
-             callback: Any = None, formula: str = INSTRUCTPIX2PIX, fast: bool = False, **guidance: Any) -> torch.Tensor:
+             callback: Any = None, formula: str = INSTRUCTPIX2PIX, fast: bool = False, report: dict | None = None,
+             **guidance: Any) -> torch.Tensor:
     """edit() from a node's inputs: the sampling settings, then the request, checked once.
-    `guidance`: guidance_map, text_cfg_outside, image_cfg_outside (as EditRequest.checked)."""
+    `guidance`: guidance_map, text_cfg_outside, image_cfg_outside, schedule, localize,
+    localize_until, localize_threshold (as EditRequest.checked); `report` as edit()'s."""
     sampling = Sampling(seed, steps, sampler_name, scheduler, denoise, noise_mode).checked(node)
     request = EditRequest.checked(node, model, positive, negative, edit_latent, text_cfg, image_cfg, mask, formula, fast,
                                   **guidance)
-    return edit(request, sampling, batch, callback)
+    return edit(request, sampling, batch, callback, report)
 
 
 # -- guidance sweeps ---------------------------------------------------------------------------------------

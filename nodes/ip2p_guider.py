@@ -8,6 +8,7 @@ read. The math itself (which branches, their weights, the blend) is in ipx2p_cor
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import comfy.ldm.modules.attention as host_attention
@@ -19,6 +20,8 @@ import torch
 from comfy.cli_args import args
 
 from ..ipx2p_core import region
+from ..ipx2p_core.relevance import RelevanceMap, find_region, steps_to_gather
+from ..ipx2p_core.schedule import GuidanceSchedule, progress_of
 from ..ipx2p_core.guidance import BRANCH_INPUTS, FORMULA_BRANCHES, IMAGE_ONLY, INSTRUCTPIX2PIX, TEXT_IMAGE, TEXT_ONLY, UNCOND, \
     GuidanceMap, \
     Scale, plan_guidance
@@ -78,6 +81,14 @@ class BranchLabels:
         return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
 
 
+def _follow(cells: Scale, value: float, start: float) -> Scale:
+    """Per-cell scales that follow a schedule: each cell's value times value / start (the value
+    itself where the schedule starts at 0)."""
+    values = cells if isinstance(cells, tuple) else (cells,)
+    followed = tuple(value if start == 0 else v * value / start for v in values)
+    return followed if isinstance(cells, tuple) else followed[0]
+
+
 class RegionRun:
     """The region edit of one sampling run: mask [B,1,h,w], the target latent (unscaled) and the
     run's unit noise, moved to the sampling device and the model's latent scale on first use."""
@@ -93,6 +104,85 @@ class RegionRun:
         return self._ready
 
 
+@dataclass(frozen=True)
+class Localize:
+    """localize = "auto": gather the text term's relevance over the first `until` of the steps,
+    then edit only the region found (threshold on the normalised relevance)."""
+
+    until: float
+    threshold: float
+
+
+class StepClock:
+    """Which step of the run a model call belongs to, and that step's progress: ipx2p_core.schedule.
+    progress_of at the step's starting sigma, so a schedule means the same for every sampler and
+    step count, and every call inside a step (heun's and dpm_2's second call) gets its step's values.
+
+    Steps are counted by the sampler's step callback (every host sampler reports each step), which
+    reads nothing from the device. On the CPU, where reading a call's sigma is free, a call whose
+    sigma lies outside the counted step's interval (a sampler that does not report its steps, or
+    one that jumps back up) is placed by its sigma instead."""
+
+    def __init__(self, sigmas: torch.Tensor) -> None:
+        self.sigmas = [float(s) for s in sigmas.flatten().cpu()]
+        self.last = max(0, len(self.sigmas) - 2)
+        try:
+            self.progress_at = [progress_of(s, self.sigmas) for s in self.sigmas[:self.last + 1]]
+        except ValueError:  # no sigma above 0: nothing is sampled, every call is at the start
+            self.progress_at = [0.0] * (self.last + 1)
+        self.step = 0
+
+    def wrap(self, callback: Any) -> Any:
+        def counted(step: int, *args: Any, **kwargs: Any) -> Any:
+            self.step = int(step) + 1
+            return callback(step, *args, **kwargs) if callback is not None else None
+        return counted
+
+    def step_of(self, timestep: torch.Tensor) -> int:
+        counted = min(self.step, self.last)
+        if timestep.device.type != "cpu" or len(self.sigmas) < 2:
+            return counted
+        sigma = float(timestep.flatten()[0])
+        high, low = self.sigmas[counted], self.sigmas[counted + 1]
+        if low * (1 - 1e-6) <= sigma <= high * (1 + 1e-6):
+            return counted
+        index = sum(1 for s in self.sigmas[:-1] if s >= sigma * (1 - 1e-6)) - 1
+        return min(max(index, 0), self.last)
+
+    def progress(self, timestep: torch.Tensor) -> tuple[int, float]:
+        step = self.step_of(timestep)
+        return step, self.progress_at[step]
+
+
+class Finding:
+    """The localize run: the relevance gathered so far, the step it turns into the region, the
+    drawn mask it is intersected with, and the region once found."""
+
+    def __init__(self, settings: Localize, steps: int, drawn: torch.Tensor | None, target: torch.Tensor,
+                 noise: torch.Tensor, sigmas: torch.Tensor) -> None:
+        self.settings, self.drawn = settings, drawn
+        self.gather = steps_to_gather(steps, settings.until)
+        self.relevance = RelevanceMap()
+        self.target, self.noise, self.sigmas = target, noise, sigmas
+        self.region: torch.Tensor | None = None
+        self.whole = False
+        self.notes: list[str] = []
+
+    def finish(self) -> torch.Tensor | None:
+        """The region from the relevance gathered (intersected with the drawn mask); None if nothing
+        was gathered or the whole picture is the region (no item found one, no mask drawn)."""
+        if self.region is None and self.relevance.steps > 0:
+            found = find_region(self.relevance.total(), threshold=self.settings.threshold)
+            self.notes = found.describe()
+            mask = found.mask.float()
+            if self.drawn is not None:
+                mask = mask * self.drawn.to(mask)
+            self.region = mask
+            # no item found a region and none was drawn: the whole picture, i.e. the plain edit
+            self.whole = self.drawn is None and bool(found.fallback.all())
+        return None if self.whole else self.region
+
+
 class InstructPix2PixGuider(comfy.samplers.CFGGuider):
     """The formula's result at every step (ipx2p_core.guidance: u + text_cfg (c - i) + image_cfg (i - u)
     or InstructDiffusion's), evaluating only the branches the plan needs, all in one batched model call.
@@ -104,10 +194,19 @@ class InstructPix2PixGuider(comfy.samplers.CFGGuider):
     """
 
     def __init__(self, model_patcher: Any, text_cfg: Scale, image_cfg: Scale, formula: str = INSTRUCTPIX2PIX,
-                 node: str = "IPX2P_Guider", fast: bool = False, where: GuidanceMap | None = None) -> None:
+                 node: str = "IPX2P_Guider", fast: bool = False, where: GuidanceMap | None = None,
+                 schedule: GuidanceSchedule | None = None, localize: Localize | None = None) -> None:
         self.text_cfg: Scale = text_cfg if isinstance(text_cfg, tuple) else float(text_cfg)
         self.image_cfg: Scale = image_cfg if isinstance(image_cfg, tuple) else float(image_cfg)
         self.formula, self.node, self.where = formula, node, where
+        self.schedule, self.localize = schedule, localize
+        self._widget_text_cfg = self.text_cfg  # with a schedule, a different cfg (core CFGOverride) replaces its text value
+        self._plans: dict[tuple, Any] = {}
+        self._clock: StepClock | None = None
+        self._finding: Finding | None = None
+        self.used_region: torch.Tensor | None = None  # the region of the last run ([B,1,h,w]; None: the whole picture)
+        # with a schedule: (step, progress, text_cfg, image_cfg) of each model call
+        self.scales_used: list[tuple[int, float, Scale, Scale]] = []
         self.plan = plan_guidance(self.text_cfg, self.image_cfg, formula=formula, where=where)
         # the caller's model is never changed: the guider samples a clone (with `fast`, one whose UNet
         # runs compiled where nodes/fast_path.py can; else it says why, once, and runs the standard path)
@@ -184,21 +283,44 @@ class InstructPix2PixGuider(comfy.samplers.CFGGuider):
             given = comfy.sampler_helpers.prepare_mask(denoise_mask, noise.shape, "cpu")[:, :1].float()
             mask = region.merge_masks(mask, given)
             denoise_mask = None
-        if mask is None or self.region_target is None or sigmas.shape[-1] < 2:
-            return super().sample(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
-        batch = int(noise.shape[0])
-        target = comfy.utils.resize_to_batch_size(self.region_target, batch).float()
-        mask = comfy.utils.resize_to_batch_size(mask.float(), batch)
-        self._region = RegionRun(mask, target, noise, sigmas)
+        self.used_region, self.scales_used = mask, []
+        finding = self.localize is not None and self.region_target is not None and sigmas.shape[-1] >= 2
+        if self.schedule is not None or finding:
+            self._clock = StepClock(sigmas)
+            callback = self._clock.wrap(callback)
         try:
-            samples = super().sample(noise, latent_image, sampler, sigmas, None, callback, disable_pbar, seed)
+            if (mask is None and not finding) or self.region_target is None or sigmas.shape[-1] < 2:
+                return super().sample(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
+            batch = int(noise.shape[0])
+            target = comfy.utils.resize_to_batch_size(self.region_target, batch).float()
+            if mask is not None:
+                mask = comfy.utils.resize_to_batch_size(mask.float(), batch)
+                self._region = RegionRun(mask, target, noise, sigmas)
+            if finding and self.localize is not None:
+                self._finding = Finding(self.localize, int(sigmas.shape[-1]) - 1, mask, target, noise, sigmas)
+            try:
+                samples = super().sample(noise, latent_image, sampler, sigmas, None, callback, disable_pbar, seed)
+            finally:
+                self._region = None
+                finding_run, self._finding = self._finding, None
+            if finding_run is not None:
+                mask = finding_run.finish()
+                for note in finding_run.notes:
+                    logging.info("%s: localize: %s", executing_node(self.node), note)
+                self.used_region = mask
+            return samples if mask is None else region.final_latent(samples, target, mask.to(samples))
         finally:
-            self._region = None
-        return region.final_latent(samples, target, mask)
+            self._clock = None
 
     def __call__(self, x: torch.Tensor, timestep: torch.Tensor, model_options: dict = {}, seed: Any = None
                  ) -> torch.Tensor:
         """One step of the region edit (ipx2p_core.region), with the host's noising of the target."""
+        finding = self._finding
+        if finding is not None and finding.region is None and self._clock is not None \
+                and self._clock.step_of(timestep) >= finding.gather:
+            found = finding.finish()  # the gathering window is over: from this step on, edit only there
+            if found is not None:
+                self._region = RegionRun(found, finding.target, finding.noise, finding.sigmas)
         run = self._region
         if run is None:
             return super().__call__(x, timestep, model_options, seed)
@@ -210,12 +332,37 @@ class InstructPix2PixGuider(comfy.samplers.CFGGuider):
         denoised = super().__call__(region.model_input(x, noised, mask), timestep, model_options, seed)
         return region.step_result(denoised, target, mask)
 
+    def step_plan(self, timestep: torch.Tensor) -> Any:
+        """The plan of this model call: the guider's own, or with a schedule the plan of the scales at
+        the step's progress (one plan per pair of scales, made once; a pair with image_cfg 1 drops u)."""
+        if self.schedule is None or self._clock is None:
+            return self.plan
+        step, progress = self._clock.progress(timestep)
+        text, image = self.schedule.at(progress)
+        if not isinstance(self.text_cfg, tuple) and self.text_cfg != self._widget_text_cfg:
+            text = self.text_cfg  # core CFGOverride set text_cfg over its sigma range
+        text_cfg: Scale = text
+        image_cfg: Scale = image
+        if isinstance(self._widget_text_cfg, tuple) or isinstance(self.image_cfg, tuple):
+            # a sweep's cells: each cell's scales follow the schedule's shape (value / start value)
+            start_text, start_image = self.schedule.at(0.0)
+            text_cfg = _follow(self._widget_text_cfg, text, start_text)
+            image_cfg = _follow(self.image_cfg, image, start_image)
+        key = (text_cfg, image_cfg)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = plan_guidance(text_cfg, image_cfg, formula=self.formula, where=self.where)
+        self.scales_used.append((step, progress, text_cfg, image_cfg))
+        return plan
+
     def predict_noise(self, x: torch.Tensor, timestep: torch.Tensor, model_options: dict = {}, seed: Any = None
                       ) -> torch.Tensor:
         """The planned branches in one host call, the host's pre-CFG, CFG and post-CFG hook points,
         and the formula from ipx2p_core (GuidancePlan.combine)."""
-        plan = self.plan
-        if model_options.get("disable_cfg1_optimization", False) and len(plan.branches) < 3:
+        plan = self.step_plan(timestep)
+        gathering = self._finding is not None and self._finding.region is None
+        if (model_options.get("disable_cfg1_optimization", False) or (gathering and IMAGE_ONLY not in plan.branches)) \
+                and len(plan.branches) < 3:
             plan = plan.full
         conds = [self.conds.get(COND_KEYS[branch]) for branch in plan.branches]
         if "sampler_calc_cond_batch_function" in model_options:
@@ -229,6 +376,8 @@ class InstructPix2PixGuider(comfy.samplers.CFGGuider):
                     "input": x, "sigma": timestep, "model": self.inner_model, "model_options": model_options}
             out = fn(args)
         predictions = dict(zip(plan.branches, out))
+        if gathering and self._finding is not None:
+            self._finding.relevance.add(predictions[TEXT_IMAGE], predictions[IMAGE_ONLY], timestep)
         cond, anchor = predictions[TEXT_IMAGE], predictions[plan.anchor]
         cond_list, anchor_list = conds[0], conds[plan.anchor_index]
         text_step = None

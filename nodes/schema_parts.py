@@ -6,7 +6,9 @@ from typing import Any
 
 from ..ipx2p_core.guidance import FORMULA_TEXT, FORMULAS, INSTRUCTDIFFUSION, INSTRUCTPIX2PIX
 from ._comfy import io
+from ..ipx2p_core.relevance import DEFAULT_THRESHOLD, DEFAULT_UNTIL
 from .fast_path import FAST_TOOLTIP
+from .schedule import SCHEDULE_TOOLTIP, ScheduleType
 from .sampling import NOISE_MODES
 
 TEXT_CFG_TOOLTIP = "Instruction guidance s_T (paper: 7.5). Higher follows the instruction harder."
@@ -34,11 +36,21 @@ def guidance_inputs() -> list:
     ]
 
 
+SCHEDULED = " Ignored when a schedule is connected (the schedule gives the scales at every step)."
+SWEEP_SCHEDULE_TOOLTIP = (
+    "Optional: a schedule from 'InstructPix2Pix Guidance Schedule'. Each cell's scales follow its shape: a cell's "
+    "value times the schedule's value at the step over its value at the start, so the cell at the schedule's start "
+    "values is that schedule exactly. Steps where a cell's image_cfg is 1 skip the unconditional branch when every "
+    "cell's is.")
+
+
 def scale_inputs() -> list:
     """text_cfg and image_cfg widgets (Guider and Edit)."""
     return [
-        io.Float.Input("text_cfg", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01, tooltip=TEXT_CFG_TOOLTIP),
-        io.Float.Input("image_cfg", default=1.5, min=0.0, max=100.0, step=0.1, round=0.01, tooltip=IMAGE_CFG_TOOLTIP),
+        io.Float.Input("text_cfg", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01,
+                       tooltip=TEXT_CFG_TOOLTIP + SCHEDULED),
+        io.Float.Input("image_cfg", default=1.5, min=0.0, max=100.0, step=0.1, round=0.01,
+                       tooltip=IMAGE_CFG_TOOLTIP + SCHEDULED),
     ]
 
 
@@ -71,6 +83,32 @@ def guidance_map_inputs() -> list:
         io.Float.Input("image_cfg_outside", default=2.0, min=0.0, max=100.0, step=0.1, round=0.01, optional=True,
                        tooltip="With a guidance_map: image_cfg where the map is 0; higher stays closer to the input "
                                "(ignored without a map)."),
+    ]
+
+
+LOCALIZE_TOOLTIP = (
+    "auto: the edit finds its own region. Over the first localize_until of the steps the guider gathers where the "
+    "instruction changes the prediction (the text term c - i, which it computes anyway), turns that into a soft "
+    "region, and from then on edits only there: outside it the latent follows the input image's, as with a drawn "
+    "mask (with a mask too, the region is their intersection). No extra UNet calls, except when text_cfg = "
+    "image_cfg had dropped the image-only branch: it is evaluated during the gathering steps (3 branches instead of "
+    "2 there). A global change (a style) finds no region and edits the whole picture, saying so in the console.")
+
+
+def schedule_input(tooltip: str = SCHEDULE_TOOLTIP) -> Any:
+    return ScheduleType.Input("schedule", optional=True, tooltip=tooltip)
+
+
+def localize_inputs() -> list:
+    """localize and its two settings (Edit, Guider; optional, last)."""
+    return [
+        io.Combo.Input("localize", options=["off", "auto"], default="off", optional=True, tooltip=LOCALIZE_TOOLTIP),
+        io.Float.Input("localize_until", default=DEFAULT_UNTIL, min=0.05, max=1.0, step=0.05, optional=True,
+                       tooltip="With localize auto: the fraction of the steps over which the region is gathered "
+                               "(the rest edit only inside it)."),
+        io.Float.Input("localize_threshold", default=DEFAULT_THRESHOLD, min=0.0, max=1.0, step=0.05, optional=True,
+                       tooltip="With localize auto: how strong the instruction's effect must be to count as the "
+                               "region, on a 0-1 scale of this edit's own relevance; higher finds a smaller region."),
     ]
 
 

@@ -14,7 +14,8 @@ from .common import input_error
 from .drawing import draw_grid
 from .engine import EditRequest, Sampling, sweep
 from .schema_parts import IMAGE_CFG_TOOLTIP, TEXT_CFG_TOOLTIP, fast_input, formula_input, guidance_inputs, \
-    guidance_map_inputs, mask_input
+    guidance_map_inputs, mask_input, schedule_input, \
+    SWEEP_SCHEDULE_TOOLTIP
 
 NODE = "IPX2P_GuidanceSweep"
 MODES = ("grid", "random")
@@ -60,6 +61,7 @@ class GuidanceSweep(io.ComfyNode):
                 formula_input(),
                 fast_input(),
                 *guidance_map_inputs(),
+                schedule_input(SWEEP_SCHEDULE_TOOLTIP),
             ],
             outputs=[
                 io.Latent.Output("latent", display_name="latent",
@@ -74,7 +76,7 @@ class GuidanceSweep(io.ComfyNode):
                 text_cfg_values: str, image_cfg_values: str, sampler_name: str, scheduler: str, mode: str, count: int,
                 denoise: float = 1.0, mask: torch.Tensor | None = None, cells_per_run: int = 0,
                 formula: str = INSTRUCTPIX2PIX, fast: bool = False, guidance_map: torch.Tensor | None = None,
-                text_cfg_outside: float = 3.0, image_cfg_outside: float = 2.0) -> io.NodeOutput:
+                text_cfg_outside: float = 3.0, image_cfg_outside: float = 2.0, schedule: Any = None) -> io.NodeOutput:
         if mode not in MODES:
             raise input_error(NODE, "mode", f"is {mode!r}", "grid or random", "choose grid or random")
         sampling = Sampling(seed, steps, sampler_name, scheduler, denoise, "same for all").checked(NODE)
@@ -90,7 +92,7 @@ class GuidanceSweep(io.ComfyNode):
         text_scales, image_scales = tuple(cell[0] for cell in cells), tuple(cell[1] for cell in cells)
         request = EditRequest.checked(NODE, model, positive, negative, edit_latent, text_scales, image_scales, mask, formula,
                                       fast, guidance_map=guidance_map, text_cfg_outside=text_cfg_outside,
-                                      image_cfg_outside=image_cfg_outside)
+                                      image_cfg_outside=image_cfg_outside, schedule=schedule)
         if request.batch != 1:
             raise input_error(NODE, "positive", f"and edit_latent make a batch of {request.batch}",
                               "one image and one instruction (a sweep varies the guidance of one edit)",
