@@ -12,6 +12,9 @@ Variants (SD1.5-InstructPix2Pix, random weights of the true layout, fp32 file; s
   pack_2br     IPX2P_Edit, image_cfg 1.0 (the identity drops the unconditional branch: 2 branches)
   pack_masked  IPX2P_Edit 7.5 / 1.5 with a mask over the middle quarter (region edit; must cost what pack costs)
   pack_id      IPX2P_Edit with formula "instructdiffusion" (3 branches c, i, t)
+  pack_map     IPX2P_Edit 7.5 / 1.5 with a guidance_map over the middle quarter, 3.0 / 2.0 outside (3 branches)
+  pack_sched   IPX2P_Edit with a Guidance Schedule 7.5 -> 5 / 1.5 -> 1.8, linear (3 branches every step)
+  pack_local   IPX2P_Edit 7.5 / 1.5 with localize auto (relevance over the first 40 % of the steps, then the region)
   sweepK       IPX2P_GuidanceSweep over K cells (e.g. sweep4: 2 x 2), all in one run (cells_per_run = K)
   core         CheckpointLoaderSimple + InstructPixToPixConditioning + DualCFGGuider + SamplerCustomAdvanced
   core_sdpa    the same in a host started with --use-pytorch-cross-attention (own process; not in the default set)
@@ -66,7 +69,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_stats as stats  # noqa: E402
 
 SD15_DEFAULT = ("floor", "pack", "pack_2br", "pack_masked", "pack_id", "sweep2", "core", "diffusers")
-HOST_PACK = ("floor", "pack", "pack_2br", "pack_masked", "pack_id")
+HOST_PACK = ("floor", "pack", "pack_2br", "pack_masked", "pack_id", "pack_map", "pack_sched", "pack_local")
 TEXT_CFG, IMAGE_CFG = 7.5, 1.5
 INSTRUCTION = "make it snowy"
 GIB = 1024**3
@@ -305,11 +308,20 @@ class HostWorker:
                                  image_cfg_values=image_values, mode="grid", count=cells, cells_per_run=cells, **common)
                 else:
                     extra: dict[str, Any] = {}
-                    if base == "pack_masked":
+                    if base in ("pack_masked", "pack_map"):
                         canvas = g.add("SolidMask", value=0.0, width=size, height=size)
                         patch = g.add("SolidMask", value=1.0, width=size // 2, height=size // 2)
-                        extra["mask"] = (g.add("MaskComposite", destination=(canvas, 0), source=(patch, 0), x=size // 4,
-                                               y=size // 4, operation="add"), 0)
+                        quarter = (g.add("MaskComposite", destination=(canvas, 0), source=(patch, 0), x=size // 4,
+                                         y=size // 4, operation="add"), 0)
+                        if base == "pack_masked":
+                            extra["mask"] = quarter
+                        else:
+                            extra.update(guidance_map=quarter, text_cfg_outside=3.0, image_cfg_outside=2.0)
+                    if base == "pack_sched":
+                        extra["schedule"] = (g.add("IPX2P_GuidanceSchedule", text_cfg_start=TEXT_CFG, text_cfg_end=5.0,
+                                                   image_cfg_start=IMAGE_CFG, image_cfg_end=1.8, curve="linear"), 0)
+                    if base == "pack_local":
+                        extra["localize"] = "auto"
                     if base == "pack_id":
                         extra["formula"] = "instructdiffusion"
                     node = g.add("IPX2P_Edit", text_cfg=TEXT_CFG, image_cfg=1.0 if base == "pack_2br" else IMAGE_CFG,
@@ -659,6 +671,8 @@ def ratio_series(phase: Phase, args: argparse.Namespace) -> list[tuple[str, list
     add_equal("pack / diffusers, UNet time equal", p, prefix + "diffusers", "<= 1.0")
     add_equal("pack_masked / pack, UNet time equal", prefix + "pack_masked", p, "<= 1.02")
     add_equal("pack_id / pack, UNet time equal", prefix + "pack_id", p, "<= 1.02")
+    for variant in ("pack_map", "pack_sched", "pack_local"):
+        add_equal(f"{variant} / pack, UNet time equal", prefix + variant, p, "<= 1.02")
     host_unet, diffusers_unet = split(p), split(prefix + "diffusers")
     if host_unet and diffusers_unet:
         out.append(("host UNet / diffusers UNet (s per step inside the UNet)",
@@ -904,7 +918,8 @@ def main() -> None:
     ckpt = ensure_synthetic("ip2p_fp32", CACHE_DIR / "ckpt") if variants else Path("(none)")
     # Warm-up order inside the host worker: the pack's single edit first (its peak RSS is read there),
     # the other single edits and the floor, then the sweep (a K-wide batch), then core (a second model).
-    host_order = [v for v in ("pack", "pack_2br", "pack_masked", "pack_id", "floor") if v in variants]
+    host_order = [v for v in ("pack", "pack_2br", "pack_masked", "pack_id", "pack_map", "pack_sched", "pack_local", "floor")
+                  if v in variants]
     host_order += [v for v in variants if sweep_cells(v)]
     core_shared = args.core_worker == "shared"
     groups: list[tuple[str, str, list[str], dict]] = [

@@ -353,6 +353,63 @@ def iterative_workflow(info: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return wf.to_json()
 
 
+# The Edit node's widgets after `formula`: fast, text_cfg_outside, image_cfg_outside, localize,
+# localize_until, localize_threshold (their defaults).
+EDIT_EXTRA_WIDGETS = [False, 3.0, 2.0, "off", 0.4, 0.4]
+
+
+def guidance_map_workflow(info: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Guidance painted over the picture: Load Image's mask (paint where the instruction should act
+    fully) on the Edit node's guidance_map, softened with core GrowMask; elsewhere the edit runs at
+    text_cfg_outside 3 / image_cfg_outside 2 (closer to the photo) instead of 7.5 / 1.5."""
+    wf = UiWorkflowBuilder(info, "ip2p_guidance_map")
+    ckpt, positive, negative, encoded = _inputs(wf)
+    image = next(node for node in wf.nodes if node["type"] == "LoadImage")
+    grown = wf.add("GrowMask", [16, True], (380, 640), {"mask": (image, 1)}, role="grow_mask")
+    edited = wf.add("IPX2P_Edit", EDIT_WIDGETS + EDIT_EXTRA_WIDGETS, (760, 100),
+                    {"model": (ckpt, 0), "positive": (positive, 0), "negative": (negative, 0), "edit_latent": (encoded, 0),
+                     "guidance_map": (grown, 0)}, role="edit", size=(320, 420))
+    decoded = wf.add("VAEDecode", [], (1120, 100), {"samples": (edited, 0), "vae": (ckpt, 2)})
+    wf.add("SaveImage", ["ipx2p_guidance_map"], (1360, 100), {"images": (decoded, 0)}, role="save", size=(400, 420))
+    return wf.to_json()
+
+
+def schedule_workflow(info: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Scales that change over the steps: text_cfg 7.5 -> 5 and image_cfg 1.5 -> 1.8 (follow the
+    instruction for the layout early, stay close to the photo for the detail late)."""
+    wf = UiWorkflowBuilder(info, "ip2p_schedule")
+    ckpt, positive, negative, encoded = _inputs(wf)
+    schedule = wf.add("IPX2P_GuidanceSchedule", [7.5, 5.0, 1.5, 1.8, "linear", ""], (760, 480), role="schedule",
+                      size=(320, 260))
+    edited = wf.add("IPX2P_Edit", EDIT_WIDGETS + EDIT_EXTRA_WIDGETS, (760, 0),
+                    {"model": (ckpt, 0), "positive": (positive, 0), "negative": (negative, 0), "edit_latent": (encoded, 0),
+                     "schedule": (schedule, 0)}, role="edit", size=(320, 420))
+    decoded = wf.add("VAEDecode", [], (1120, 100), {"samples": (edited, 0), "vae": (ckpt, 2)})
+    wf.add("SaveImage", ["ipx2p_schedule"], (1360, 100), {"images": (decoded, 0)}, role="save", size=(400, 420))
+    return wf.to_json()
+
+
+def localize_workflow(info: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """An edit that finds its own region (localize auto), pasted back into the full-resolution
+    original through the region it used (Edit's `region` output on Paste Back's mask); the region
+    is previewed."""
+    wf = UiWorkflowBuilder(info, "ip2p_localize")
+    ckpt, positive, negative, encoded = _inputs(wf)
+    image = next(node for node in wf.nodes if node["type"] == "LoadImage")
+    widgets = EDIT_WIDGETS + EDIT_EXTRA_WIDGETS
+    widgets[widgets.index("off")] = "auto"
+    edited = wf.add("IPX2P_Edit", widgets, (760, 100),
+                    {"model": (ckpt, 0), "positive": (positive, 0), "negative": (negative, 0), "edit_latent": (encoded, 0)},
+                    role="edit", size=(320, 420))
+    decoded = wf.add("VAEDecode", [], (1120, 100), {"samples": (edited, 0), "vae": (ckpt, 2)})
+    pasted = wf.add("IPX2P_PasteBack", [0.06, 0, 16, False, "original", 512], (1120, 300),
+                    {"original": (image, 0), "edited": (decoded, 0), "mask": (edited, 1)}, role="paste", size=(320, 300))
+    wf.add("SaveImage", ["ipx2p_localize"], (1480, 100), {"images": (pasted, 0)}, role="save", size=(400, 420))
+    shown = wf.add("MaskToImage", [], (1480, 560), {"mask": (edited, 1)})
+    wf.add("PreviewImage", [], (1840, 560), {"images": (shown, 0)}, role="preview_region", size=(300, 300))
+    return wf.to_json()
+
+
 COSXL_CHECKPOINT = "cosxl_edit.safetensors"
 COSXL_URL = "https://huggingface.co/stabilityai/cosxl/resolve/main/cosxl_edit.safetensors"
 SD15_BASE = "v1-5-pruned-emaonly.safetensors"
@@ -438,6 +495,9 @@ WORKFLOWS = {
     "ip2p_sweep.json": sweep_workflow,
     "ip2p_batch.json": batch_workflow,
     "ip2p_iterative.json": iterative_workflow,
+    "ip2p_guidance_map.json": guidance_map_workflow,
+    "ip2p_schedule.json": schedule_workflow,
+    "ip2p_localize.json": localize_workflow,
     "cosxl_edit.json": cosxl_workflow,
     "sdxl_ip2p.json": sdxl_ip2p_workflow,
     "make_editable.json": make_editable_workflow,

@@ -107,6 +107,9 @@ EDITING_WORKFLOWS = {
     "ip2p_sweep.json": ((64, 48), {"sweep": {"steps": 1, "text_cfg_values": "5", "image_cfg_values": "1, 1.5"}}, None),
     "ip2p_batch.json": ((64, 48), {"instructions": {"instructions": "make it snowy\nturn it red"}}, (64, 48)),
     "ip2p_iterative.json": ((64, 48), {"edit2": {"steps": 1}}, (64, 48)),
+    "ip2p_guidance_map.json": ((64, 48), {"grow_mask": {"expand": 2}}, (64, 48)),
+    "ip2p_schedule.json": ((64, 48), {"edit": {"steps": 3}}, (64, 48)),
+    "ip2p_localize.json": ((64, 48), {"edit": {"steps": 3}, "paste": {"resize": "keep", "resolution": 64}}, (64, 48)),
 }
 
 
