@@ -8,7 +8,6 @@ Runs workflows/ip2p_edit.json in-process with the host's own validator and execu
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shutil
 import sys
@@ -19,7 +18,8 @@ from pathlib import Path
 from ipx2p_core.image import original_edit_size
 from ipx2p_tools.build_workflows import OFFICIAL_CHECKPOINT, OFFICIAL_REPO, OFFICIAL_URL
 from ipx2p_tools.layout import REPO_ROOT, selected_host
-from ipx2p_tools.workflow import ApiWorkflow, WorkflowError, load_ui, ui_to_api
+from ipx2p_tools.session import EditSession, SessionError, configure
+from ipx2p_tools.workflow import WorkflowError
 
 DEFAULT_WORKFLOW = REPO_ROOT / "workflows" / "ip2p_edit.json"
 EXIT_USAGE, EXIT_FAILED = 2, 1
@@ -84,17 +84,6 @@ def resolve_checkpoint(args: argparse.Namespace, checkpoints_dir: Path) -> str:
     )
 
 
-def configure(workflow: ApiWorkflow, settings: dict[str, dict[str, object]]) -> None:
-    """Set widget values by node role; roles a workflow does not have are skipped, but it must
-    have the ones every edit needs."""
-    for role in ("checkpoint", "image", "instruction"):
-        workflow.node(role)
-    for role, values in settings.items():
-        if role in workflow.roles:
-            for name, value in values.items():
-                workflow.set(role, name, value)
-
-
 def edit(args: argparse.Namespace) -> Path:
     from PIL import Image
 
@@ -116,37 +105,29 @@ def edit(args: argparse.Namespace) -> Path:
     ckpt_name = resolve_checkpoint(args, checkpoints_dir)
     target_width, target_height = original_edit_size(width, height, args.resolution)
 
-    from ipx2p_tools.host import InProcessHost
-
     with tempfile.TemporaryDirectory(prefix="ipx2p-edit-") as tmp:
-        work = Path(tmp)
-        (work / "input").mkdir()
-        shutil.copyfile(args.image, work / "input" / args.image.name)
-        host = InProcessHost(tree, input_dir=work / "input", output_dir=work / "output", temp_dir=work / "temp")
         started = time.monotonic()
-        host.boot()
-        problems = host.pack_import_problems("ComfyUI-IPX2P")
-        if problems:
-            raise EditError("the pack failed to load in ComfyUI:\n" + "\n".join(problems))
-        workflow = ui_to_api(load_ui(args.workflow), host.all_object_info())
-        configure(workflow, {
-            "checkpoint": {"ckpt_name": ckpt_name},
-            "image": {"image": args.image.name},
-            "instruction": {"text": args.instruction},
-            "encode": {"resize": "original", "resolution": args.resolution},
-            "edit": {"seed": args.seed, "steps": args.steps, "text_cfg": args.text_cfg, "image_cfg": args.image_cfg},
-            "guider": {"text_cfg": args.text_cfg, "image_cfg": args.image_cfg},
-            "noise": {"noise_seed": args.seed},
-            "scheduler": {"steps": args.steps},
-        })
-        print(f"ComfyUI {host.version} ({host_name}): editing {args.image.name} at {target_width}x{target_height} px, "
-              f"{args.steps} steps, text_cfg {args.text_cfg}, image_cfg {args.image_cfg}")
-        result = host.run(workflow.prompt)
-        if not result.success:
-            raise EditError("ComfyUI reported:\n" + result.error_text())
-        files = host.output_files(result)
+        try:
+            session = EditSession(Path(tmp))
+            workflow = session.workflow(args.workflow)
+            session.add_input(args.image, args.image.name)
+            configure(workflow, {
+                "checkpoint": {"ckpt_name": ckpt_name},
+                "image": {"image": args.image.name},
+                "instruction": {"text": args.instruction},
+                "encode": {"resize": "original", "resolution": args.resolution},
+                "edit": {"seed": args.seed, "steps": args.steps, "text_cfg": args.text_cfg, "image_cfg": args.image_cfg},
+                "guider": {"text_cfg": args.text_cfg, "image_cfg": args.image_cfg},
+                "noise": {"noise_seed": args.seed},
+                "scheduler": {"steps": args.steps},
+            }, required=("checkpoint", "image", "instruction"))
+            print(f"ComfyUI {session.version} ({host_name}): editing {args.image.name} at {target_width}x{target_height} px, "
+                  f"{args.steps} steps, text_cfg {args.text_cfg}, image_cfg {args.image_cfg}")
+            files = session.run(workflow)
+        except SessionError as error:
+            raise EditError(str(error)) from None
         if len(files) != 1:
-            raise EditError(f"expected one output image, the workflow produced {len(files)}: {json.dumps(result.outputs)}")
+            raise EditError(f"expected one output image, the workflow produced {len(files)}: {[f.name for f in files]}")
         output.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(files[0], output)
         print(f"Wrote {output} in {time.monotonic() - started:.1f} s")

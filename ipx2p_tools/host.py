@@ -10,7 +10,7 @@ import importlib
 import logging
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -239,12 +239,14 @@ class InProcessHost:
             progress=list(self._progress),
         )
 
-    def output_files(self, result: RunResult) -> list[Path]:
-        """Paths of the images SaveImage-style nodes wrote for a result."""
+    def output_files(self, result: RunResult, node_ids: Collection[str] | None = None) -> list[Path]:
+        """Paths of the images SaveImage-style nodes wrote for a result (only those of `node_ids`, when given)."""
         import folder_paths
 
         files: list[Path] = []
-        for node_output in result.outputs.values():
+        for node_id, node_output in result.outputs.items():
+            if node_ids is not None and node_id not in node_ids:
+                continue
             for image in node_output.get("images", []):
                 base = Path(folder_paths.get_directory_by_type(image.get("type", "output")))
                 files.append(base / image.get("subfolder", "") / image["filename"])

@@ -195,6 +195,14 @@ def host_requirements(trees: list[Path]) -> list[str]:
     return list(chosen.values())
 
 
+def batch_extra() -> list[str]:
+    """The pyproject's optional `batch` dependencies (Ray Data for the batch runner's Ray engine and
+    Parquet manifests): the tests run that engine, so setup installs them into the venv."""
+    text = (REPO_ROOT / "pyproject.toml").read_text()
+    match = re.search(r"^batch\s*=\s*\[(.*)\]\s*$", text, flags=re.MULTILINE)
+    return re.findall(r'"([^"]+)"', match.group(1)) if match else []
+
+
 def ensure_packages(trees: list[Path]) -> None:
     pack_reqs = (REPO_ROOT / "requirements.txt").read_text().split()
     dev_reqs = [
@@ -208,6 +216,7 @@ def ensure_packages(trees: list[Path]) -> None:
         "host": host_requirements(trees),
         "pack": pack_reqs,
         "dev": dev_reqs,
+        "batch": batch_extra(),
     }
     if STAMP.exists() and json.loads(STAMP.read_text()) == wanted:
         say("packages: already installed (delete .venv to reinstall)")
@@ -216,7 +225,7 @@ def ensure_packages(trees: list[Path]) -> None:
     run(pip + wanted["torch"])
     run(pip + ["--no-deps", *wanted["torchaudio"]])
     # The torch pins ride along so no host requirement can swap the stack for another build.
-    run(pip + wanted["torch"] + wanted["host"] + wanted["pack"] + wanted["dev"])
+    run(pip + wanted["torch"] + wanted["host"] + wanted["pack"] + wanted["dev"] + wanted["batch"])
     STAMP.write_text(json.dumps(wanted, indent=1))
     say("packages: installed")
 

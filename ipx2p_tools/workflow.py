@@ -30,7 +30,8 @@ class ApiWorkflow:
 
     def node(self, role: str) -> dict[str, Any]:
         if role not in self.roles:
-            raise WorkflowError(f"the workflow has no node with properties.ipx2p_role = {role!r}")
+            raise WorkflowError(f"the workflow has no node for {role!r} (UI format: a node with properties.ipx2p_role = "
+                                f"{role!r}; API format: a node titled {role!r})")
         return self.prompt[self.roles[role]]
 
     def set(self, role: str, input_name: str, value: Any) -> None:
