@@ -30,9 +30,10 @@ sys.path.insert(0, str(REPO))
 from ipx2p_tools.checkpoints import ensure_synthetic  # noqa: E402
 from ipx2p_tools.layout import CACHE_DIR, selected_host  # noqa: E402
 
-# local: torch's default threads (all cores); local_1t: one thread, as each Ray worker has (--cpus-per-worker 1)
-ENGINES = {"local": [], "local_1t": ["--threads", "1"], "ray_1": ["--engine", "ray", "--workers", "1"],
-           "ray_2": ["--engine", "ray", "--workers", "2"]}
+# local: the default threads (all cores); local_1t and the Ray rows: one thread per worker (with 2 workers
+# on 2 cores, the fastest setting; a Ray worker's default would also be all cores)
+ENGINES = {"local": [], "local_1t": ["--threads", "1"], "ray_1": ["--engine", "ray", "--workers", "1", "--threads", "1"],
+           "ray_2": ["--engine", "ray", "--workers", "2", "--threads", "1"]}
 
 
 def pictures(folder: Path, count: int, size: int) -> None:

@@ -137,9 +137,8 @@ def local_run(job, tmp_path_factory, host_name):
     manifest, _, checkpoint = job
     output = tmp_path_factory.mktemp("batch_local")
     env = environment(host_name)
-    # one torch thread, as each Ray worker has (--cpus-per-worker 1): CPU results are bit-equal
-    # between engines at equal thread counts (another count rounds a few pixels differently)
-    process = subprocess.Popen(batch_command(manifest, checkpoint, output, "--threads", "1"), env=env, cwd=REPO_ROOT,
+    # default threads (all cores) on both engines: the Ray test compares pictures bit for bit
+    process = subprocess.Popen(batch_command(manifest, checkpoint, output), env=env, cwd=REPO_ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_for_records(output, process, 1)
@@ -147,7 +146,7 @@ def local_run(job, tmp_path_factory, host_name):
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=60)
     before = {r["index"]: r for r in journal(output) if r["status"] == "ok"}
-    resumed = run_batch(batch_command(manifest, checkpoint, output, "--threads", "1"), env)
+    resumed = run_batch(batch_command(manifest, checkpoint, output), env)
     return output, before, resumed
 
 

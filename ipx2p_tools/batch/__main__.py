@@ -55,7 +55,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cpus-per-worker", type=float, default=1.0, help="ray: CPUs each actor reserves (default 1)")
     parser.add_argument("--batch-size", type=int, default=1, help="ray: rows per actor task (default 1)")
     parser.add_argument("--threads", type=int, default=0,
-                        help="torch threads per worker (default: torch's choice locally, --cpus-per-worker on ray)")
+                        help="torch threads per worker (default: all the cores of the worker's machine, on both engines, "
+                             "so a row gives the same picture on either; several Ray workers on one machine run faster "
+                             "with cores / workers)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -84,8 +86,9 @@ def prepare(args: argparse.Namespace) -> tuple[list[Any], list[str], JobConfig]:
         raise JobError(f"--input {args.input}: no rows (no pictures in the folder, or an empty manifest)")
     model, flow = file_id(checkpoint), workflow_id(workflow)
     keys = [settings_key(row, model, flow) for row in rows]
-    threads = args.threads or (max(1, int(args.cpus_per_worker)) if args.engine == "ray" else 0)
-    return rows, keys, JobConfig(str(checkpoint), str(workflow), str(args.output.expanduser().resolve()), threads)
+    if args.threads < 0:
+        raise JobError(f"--threads {args.threads}: expected 0 (all cores) or more")
+    return rows, keys, JobConfig(str(checkpoint), str(workflow), str(args.output.expanduser().resolve()), args.threads)
 
 
 class Progress:

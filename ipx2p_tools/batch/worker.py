@@ -39,7 +39,7 @@ class JobConfig:
     checkpoint: str  # absolute path of the checkpoint file
     workflow: str  # absolute path of the workflow file
     output_dir: str
-    threads: int = 0  # torch threads per worker (0: torch's default)
+    threads: int = 0  # torch threads per worker (0: all the cores of the machine it runs on)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,10 +87,12 @@ class BatchWorker:
     def __init__(self, config: JobConfig) -> None:
         from ipx2p_tools.session import EditSession
 
-        if config.threads > 0:
-            import torch
+        import torch
 
-            torch.set_num_threads(config.threads)
+        # The same thread count on both engines by default (a Ray actor would otherwise get one thread
+        # per reserved CPU): float sums split over another count of threads round differently, and a
+        # row must give the same picture locally and on Ray.
+        torch.set_num_threads(config.threads or os.cpu_count() or 1)
         self.config = config
         self.output_dir = Path(config.output_dir)
         self.work = Path(tempfile.mkdtemp(prefix="ipx2p-batch-"))
