@@ -89,6 +89,33 @@ def edit_node(g: Graph, loader, positive, negative, encoded, seed=1, steps=3, te
     return g.add("IPX2P_Edit", **inputs)
 
 
+def guider_sampled(g: Graph, loader, positive, negative, encoded, steps: int, seed: int = 1, **guider_inputs) -> str:
+    """An IPX2P_Guider (text_cfg 7.5 / image_cfg 1.5 unless given) on SamplerCustomAdvanced (euler, normal),
+    sampling into the Conditioning node's latent; returns the node that saves the result."""
+    guider = g.add("IPX2P_Guider", model=(loader, 0), positive=(positive, 0), negative=(negative, 0),
+                   edit_latent=(encoded, 0), **{"text_cfg": 7.5, "image_cfg": 1.5, **guider_inputs})
+    conds = g.add("IPX2P_Conditioning", positive=(positive, 0), negative=(negative, 0), edit_latent=(encoded, 0))
+    return save_latent(g, g.add(
+        "SamplerCustomAdvanced", noise=(g.add("RandomNoise", noise_seed=seed), 0), guider=(guider, 0),
+        sampler=(g.add("KSamplerSelect", sampler_name="euler"), 0),
+        sigmas=(g.add("BasicScheduler", model=(loader, 0), scheduler="normal", steps=steps, denoise=1.0), 0),
+        latent_image=(conds, 3)))
+
+
+def tiny_inputs():
+    """(model, positive, negative, edit_latent): the small UNet of SD1.5's block structure, random text
+    embeddings (the negative a tenth of another draw), a 64 px latent."""
+    import torch
+
+    from ipx2p_tools.testkit.tiny import tiny_ip2p_model
+
+    generator = torch.Generator().manual_seed(0)
+    positive = [[torch.randn(1, 77, 768, generator=generator), {}]]
+    negative = [[torch.randn(1, 77, 768, generator=generator) * 0.1, {}]]
+    latent = {"samples": torch.randn(1, 4, 8, 8, generator=generator)}
+    return tiny_ip2p_model(), positive, negative, latent
+
+
 def run_ok(host, graph: Graph, **kwargs):
     result = host.run(graph.prompt, **kwargs)
     assert result.success, result.error_text()

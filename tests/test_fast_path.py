@@ -14,7 +14,7 @@ import sys
 import pytest
 import torch
 
-from helpers import relative_l2
+from helpers import relative_l2, tiny_inputs
 from ipx2p_tools.testkit.tiny import tiny_ip2p_model
 
 STEPS = 3
@@ -29,11 +29,7 @@ def fast_path(pack):
 @pytest.fixture(scope="module")
 def tiny():
     """(model, positive, negative, edit_latent): the small UNet, random text embeddings, a 64 px latent."""
-    generator = torch.Generator().manual_seed(0)
-    positive = [[torch.randn(1, 77, 768, generator=generator), {}]]
-    negative = [[torch.randn(1, 77, 768, generator=generator) * 0.1, {}]]
-    latent = {"samples": torch.randn(1, 4, 8, 8, generator=generator)}
-    return tiny_ip2p_model(), positive, negative, latent
+    return tiny_inputs()
 
 
 @pytest.fixture()

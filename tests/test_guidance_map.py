@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import Graph, edit_node, encode_graph, read_saved_latent, rect_mask, relative_l2, run_error, run_ok, save_latent
+from helpers import (
+    Graph, edit_node, encode_graph, guider_sampled, read_saved_latent, rect_mask, relative_l2, run_error, run_ok, save_latent,
+)
 from ipx2p_core.guidance import BRANCHES
 from reference import dual_cfg
 from test_nodes_graph import encode_text, pixels
@@ -97,15 +99,8 @@ def test_guider_equals_edit_and_the_sweep_takes_the_map(host, ip2p_ckpt):
     edited = save_latent(g, edit_node(g, loader, positive, negative, encoded, steps=2, guidance_map=weights,
                                       text_cfg_outside=2.5, image_cfg_outside=1.8))
     plain = save_latent(g, edit_node(g, loader, positive, negative, encoded, steps=2))
-    conds = g.add("IPX2P_Conditioning", positive=(positive, 0), negative=(negative, 0), edit_latent=(encoded, 0))
-    guider = g.add("IPX2P_Guider", model=(loader, 0), positive=(positive, 0), negative=(negative, 0),
-                   edit_latent=(encoded, 0), text_cfg=7.5, image_cfg=1.5, guidance_map=(weights, 0),
-                   text_cfg_outside=2.5, image_cfg_outside=1.8)
-    guided = save_latent(g, g.add(
-        "SamplerCustomAdvanced", noise=(g.add("RandomNoise", noise_seed=1), 0), guider=(guider, 0),
-        sampler=(g.add("KSamplerSelect", sampler_name="euler"), 0),
-        sigmas=(g.add("BasicScheduler", model=(loader, 0), scheduler="normal", steps=2, denoise=1.0), 0),
-        latent_image=(conds, 3)))
+    guided = guider_sampled(g, loader, positive, negative, encoded, steps=2, guidance_map=(weights, 0),
+                            text_cfg_outside=2.5, image_cfg_outside=1.8)
     vae = (loader, 2)
     sweep = g.add("IPX2P_GuidanceSweep", model=(loader, 0), positive=(positive, 0), negative=(negative, 0),
                   edit_latent=(encoded, 0), vae=vae, seed=1, steps=2, text_cfg_values="7.5, 5", image_cfg_values="1.5",

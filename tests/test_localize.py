@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import Graph, encode_graph, read_saved_latent, relative_l2, run_ok, save_latent, write_picture
+from helpers import Graph, encode_graph, guider_sampled, read_saved_latent, relative_l2, run_ok, save_latent, write_picture
 from ipx2p_core.relevance import region_stats
 from ipx2p_tools.testkit.tiny import tiny_ip2p_model
 
@@ -153,13 +153,7 @@ def test_guider_equals_edit_and_paste_back_takes_the_region(host, ip2p_ckpt):
     edit_node = g.add("IPX2P_Edit", **common, seed=1, steps=4, text_cfg=7.5, image_cfg=1.5, sampler_name="euler",
                       scheduler="normal", denoise=1.0, **settings)
     edited = save_latent(g, edit_node)
-    guider = g.add("IPX2P_Guider", **common, text_cfg=7.5, image_cfg=1.5, **settings)
-    conds = g.add("IPX2P_Conditioning", positive=(positive, 0), negative=(negative, 0), edit_latent=(encoded, 0))
-    guided = save_latent(g, g.add(
-        "SamplerCustomAdvanced", noise=(g.add("RandomNoise", noise_seed=1), 0), guider=(guider, 0),
-        sampler=(g.add("KSamplerSelect", sampler_name="euler"), 0),
-        sigmas=(g.add("BasicScheduler", model=(loader, 0), scheduler="normal", steps=4, denoise=1.0), 0),
-        latent_image=(conds, 3)))
+    guided = guider_sampled(g, loader, positive, negative, encoded, steps=4, **settings)
     decoded = g.add("VAEDecode", samples=(edit_node, 0), vae=(loader, 2))
     pasted = g.add("IPX2P_PasteBack", original=(g.add("LoadImage", image=picture), 0), edited=(decoded, 0),
                    mask=(edit_node, 1), threshold=0.06, grow=0, feather=0, color_match=False, resize="keep",

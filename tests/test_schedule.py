@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import Graph, encode_graph, read_saved_latent, relative_l2, run_error, run_ok, save_latent, write_picture
-from ipx2p_tools.testkit.tiny import tiny_ip2p_model
+from helpers import (
+    Graph, encode_graph, guider_sampled, read_saved_latent, relative_l2, run_error, run_ok, save_latent, tiny_inputs,
+    write_picture,
+)
 
 EDIT = dict(seed=0, steps=4, text_cfg=7.5, image_cfg=1.5, sampler_name="euler", scheduler="normal", denoise=1.0)
 KEYFRAMES = "0: 7.5/1.5, 0.6: 5/1.8, 1: 3/1"
@@ -20,11 +22,7 @@ KEYFRAMES = "0: 7.5/1.5, 0.6: 5/1.8, 1: 3/1"
 @pytest.fixture(scope="module")
 def tiny():
     """(model, positive, negative, edit_latent): the small UNet, random text embeddings, a 64 px latent."""
-    generator = torch.Generator().manual_seed(0)
-    positive = [[torch.randn(1, 77, 768, generator=generator), {}]]
-    negative = [[torch.randn(1, 77, 768, generator=generator) * 0.1, {}]]
-    latent = {"samples": torch.randn(1, 4, 8, 8, generator=generator)}
-    return tiny_ip2p_model(), positive, negative, latent
+    return tiny_inputs()
 
 
 @pytest.fixture(scope="module")
@@ -131,13 +129,8 @@ def test_guider_and_sweep_follow_the_schedule_like_edit(host, ip2p_ckpt):
                                   sampler_name="euler", scheduler="normal", denoise=1.0, schedule=(schedule, 0)))
     plain = save_latent(g, g.add("IPX2P_Edit", **common, seed=1, steps=3, text_cfg=7.5, image_cfg=1.5,
                                  sampler_name="euler", scheduler="normal", denoise=1.0))
-    guider = g.add("IPX2P_Guider", **common, text_cfg=2.0, image_cfg=1.1, schedule=(schedule, 0))
-    conds = g.add("IPX2P_Conditioning", positive=(positive, 0), negative=(negative, 0), edit_latent=(encoded, 0))
-    guided = save_latent(g, g.add(
-        "SamplerCustomAdvanced", noise=(g.add("RandomNoise", noise_seed=1), 0), guider=(guider, 0),
-        sampler=(g.add("KSamplerSelect", sampler_name="euler"), 0),
-        sigmas=(g.add("BasicScheduler", model=(loader, 0), scheduler="normal", steps=3, denoise=1.0), 0),
-        latent_image=(conds, 3)))
+    guided = guider_sampled(g, loader, positive, negative, encoded, steps=3, text_cfg=2.0, image_cfg=1.1,
+                            schedule=(schedule, 0))
     # a sweep's cell at the schedule's start values follows the schedule exactly
     swept = save_latent(g, g.add("IPX2P_GuidanceSweep", **common, vae=(loader, 2), seed=1, steps=3,
                                  text_cfg_values="7.5, 3.75", image_cfg_values="1.5", sampler_name="euler",
