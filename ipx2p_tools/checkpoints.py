@@ -8,6 +8,7 @@ so their naming is diffusers' own, not ours).
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -51,6 +52,13 @@ class SyntheticCheckpoint:
             return layouts.sdxl_checkpoint_layout(unet_in_channels=4)
         raise KeyError(self.kind)
 
+    def nbytes(self) -> int:
+        """The size of the tensors the file holds (what it takes on disk, give or take a header)."""
+        element = torch.empty((), dtype=self.dtype).element_size()
+        unet = sum(math.prod(shape) for key, shape in self.layout() if key.startswith("model.diffusion_model."))
+        total = sum(math.prod(shape) for _, shape in self.layout())
+        return element * (total + (unet if self.with_ema else 0))
+
     @property
     def filename(self) -> str:
         suffix = "ckpt" if self.file_format == "ckpt" else "safetensors"
@@ -88,6 +96,9 @@ def ensure_synthetic(kind: str, directory: Path | None = None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / spec.filename
     if not path.exists():
+        remove_stale(directory, f"{spec.kind}-g", keep=path.name)
+        if spec.file_format != "sparse":
+            need_free_disk(directory, spec.nbytes(), path.name)
         started = time.monotonic()
         if spec.file_format == "ckpt":
             write_lightning_checkpoint(path, spec)
@@ -96,6 +107,30 @@ def ensure_synthetic(kind: str, directory: Path | None = None) -> Path:
                                     extra=dict(spec.extra), sparse=spec.file_format == "sparse")
         log.info("generated %s (%s) in %.1f s", path.name, spec.description, time.monotonic() - started)
     return path
+
+
+def need_free_disk(directory: Path, nbytes: int, what: str) -> None:
+    """Refuse to start a file that cannot fit, with the numbers, rather than fail half-way with a
+    bare OSError (and leave the disk full for whatever runs next). 1 GiB is kept in reserve."""
+    free = shutil.disk_usage(directory).free
+    reserve = 1 << 30
+    if free < nbytes + reserve:
+        raise OSError(f"writing the test fixture {what} needs {nbytes / 2**30:.1f} GiB (+1 GiB reserve) free in "
+                      f"{directory}, which has {free / 2**30:.1f} GiB. Free some disk (the fixture cache "
+                      f"{directory} can be deleted as a whole: it is made again on use) and run again")
+
+
+def remove_stale(directory: Path, prefix: str, keep: str) -> None:
+    """Delete cached fixtures `prefix*` other than `keep`: files of an older generator version or
+    seed, and pieces a killed run left (*.partial). Each fixture is kept once."""
+    for item in directory.glob(f"{prefix}*"):
+        if item.name == keep:
+            continue
+        if item.is_dir():
+            shutil.rmtree(item, ignore_errors=True)
+        else:
+            item.unlink(missing_ok=True)
+        log.info("removed the stale fixture %s", item.name)
 
 
 def write_lightning_checkpoint(path: Path, spec: SyntheticCheckpoint) -> None:
@@ -127,9 +162,12 @@ def ensure_diffusers(kind: str, directory: Path | None = None) -> Path:
     target = directory / f"{kind}-g{GENERATOR_VERSION}"
     if (target / "model_index.json").exists():
         return target
-    started = time.monotonic()
+    directory.mkdir(parents=True, exist_ok=True)
+    remove_stale(directory, f"{kind}-g", keep=target.name)
     scratch = directory / f".{target.name}.partial"
     shutil.rmtree(scratch, ignore_errors=True)
+    need_free_disk(directory, SYNTHETIC[DIFFUSERS[kind]].nbytes(), target.name)
+    started = time.monotonic()
     _, host_tree = selected_host()
     configs = directory / f".{kind}-configs"
     if kind == "sd15_ip2p":

@@ -13,7 +13,6 @@ host for this module: the pack's nodes then receive them from the executor as fr
 from __future__ import annotations
 
 import os
-import shutil
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -509,7 +508,10 @@ def setup(host, ip2p_ckpt, sd15_ckpt, synthetic, tmp_path_factory) -> Setup:
     marker = root / "code_ran"
     write_ckpt_pickle_that_runs_code(root / "evil.ckpt", marker)
     nan_file = root / "nan_weight.safetensors"
-    shutil.copyfile(ip2p_ckpt, nan_file)
+    # IP2P's layout: random CLIP and VAE, a UNet of zeros (holes in a sparse file: no disk) but
+    # for one NaN tensor. A copy of the random-weight file would put another 2 GB on the disk.
+    write_random_checkpoint(nan_file, sd15_layout.sd15_checkpoint_layout(unet_in_channels=8), 1,
+                            sparse=lambda key: key.startswith("model.diffusion_model."))
     poke_nan(nan_file, "model.diffusion_model.out.2.weight")
     for key in ("zero", "truncated", "random", "header"):
         files[key] = f"{key}.safetensors"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 
 import torch
 from safetensors import safe_open
@@ -76,3 +77,38 @@ def test_ema_copies_use_ldm_names_and_differ(tmp_path):
         assert {"model_ema.decay", "model_ema.num_updates", ema_name(key)} <= keys
         assert not any(k.startswith("model_ema.") and "first_stage" in k for k in keys)  # UNet only
         assert not torch.equal(f.get_tensor(key), f.get_tensor(ema_name(key)))
+
+
+def test_sparse_by_key_leaves_holes_and_writes_the_rest(tmp_path):
+    """The NaN-weight test's file: the picked tensors are zeros that take no disk, the others are
+    the random values, and the file has its full size."""
+    layout = sd15_layout.sd15_checkpoint_layout(unet_in_channels=8)
+    path = tmp_path / "partly_sparse.safetensors"
+    write_random_checkpoint(path, layout, 1, sparse=lambda key: key.startswith("model.diffusion_model."))
+    tensors = dict(layout)
+    unet_bytes = 2 * sum(math.prod(shape) for key, shape in layout if key.startswith("model.diffusion_model."))
+    total_bytes = 2 * sum(math.prod(shape) for shape in tensors.values())
+    assert path.stat().st_size > total_bytes
+    assert path.stat().st_blocks * 512 < total_bytes - unet_bytes + (64 << 20)  # the UNet is holes
+    with safe_open(str(path), "pt") as handle:
+        assert set(handle.keys()) == set(tensors)
+        last = "model.diffusion_model.out.2.weight"
+        assert torch.count_nonzero(handle.get_tensor(last)) == 0
+        vae = "first_stage_model.decoder.conv_out.weight"
+        assert torch.equal(handle.get_tensor(vae), random_tensor(vae, tensors[vae], 1).to(torch.float16))
+
+
+def test_fixture_cache_refuses_what_cannot_fit_and_keeps_each_fixture_once(tmp_path):
+    import pytest
+
+    from ipx2p_tools.checkpoints import need_free_disk, remove_stale
+
+    with pytest.raises(OSError, match=r"needs 1048576\.0 GiB .* free in .* which has .* GiB\. Free some disk"):
+        need_free_disk(tmp_path, 1 << 50, "huge.safetensors")
+    need_free_disk(tmp_path, 1 << 20, "small.safetensors")  # fits: no error
+    for name in ("ip2p-g1-s1.safetensors", "ip2p-g0-s1.safetensors", "ip2p-g1-s1.safetensors.partial",
+                 "ip2p_ema-g0-s1.safetensors", "sd15-g0-s2.safetensors"):
+        (tmp_path / name).write_bytes(b"x")
+    remove_stale(tmp_path, "ip2p-g", keep="ip2p-g1-s1.safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ip2p-g1-s1.safetensors", "ip2p_ema-g0-s1.safetensors",
+                                                          "sd15-g0-s2.safetensors"]

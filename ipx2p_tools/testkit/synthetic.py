@@ -53,14 +53,15 @@ def write_safetensors(
     entries: Iterable[tuple[str, tuple[int, ...], torch.dtype]],
     make_tensor: Callable[[str, tuple[int, ...]], torch.Tensor],
     metadata: dict[str, str] | None = None,
-    sparse: bool = False,
+    sparse: bool | Callable[[str], bool] = False,
 ) -> None:
     """Stream tensors into a safetensors file without holding them all in memory.
 
     entries: (key, shape, dtype) in file order; make_tensor(key, shape) returns each tensor
     (cast to its dtype here). Written to `path + ".partial"` and renamed when complete. sparse:
     write the header only and leave the data a hole of zeros (a file of the true layout and size
-    that takes no disk, for tests that read only the header).
+    that takes no disk, for tests that read only the header); a function of the key: leave the
+    tensors it picks holes of zeros and write the others.
     """
     entries = list(entries)
     header: dict[str, object] = {}
@@ -79,14 +80,17 @@ def write_safetensors(
     with partial.open("wb") as out:
         out.write(struct.pack("<Q", len(header_bytes)))
         out.write(header_bytes)
-        if sparse:
-            out.truncate(8 + len(header_bytes) + offset)
+        if sparse is True:
             entries = []
         for key, shape, dtype in entries:
+            if callable(sparse) and sparse(key):
+                out.seek(header[key]["data_offsets"][1] + 8 + len(header_bytes))  # type: ignore[index]
+                continue
             tensor = make_tensor(key, shape).to(dtype).contiguous()
             if tuple(tensor.shape) != tuple(shape):
                 raise ValueError(f"tensor {key} has shape {tuple(tensor.shape)}, layout says {shape}")
             out.write(tensor.numpy().tobytes())
+        out.truncate(8 + len(header_bytes) + offset)  # the holes at the end belong to the file too
     partial.replace(target)
 
 
@@ -98,7 +102,7 @@ def write_random_checkpoint(
     with_ema: bool = False,
     description: str = "",
     extra: dict[str, float] | None = None,
-    sparse: bool = False,
+    sparse: bool | Callable[[str], bool] = False,
 ) -> None:
     """A random-weight checkpoint of `layout`. with_ema adds LDM-style `model_ema.*` copies of the
     UNet weights (drawn with another seed, so EMA and non-EMA weights differ) as the official
