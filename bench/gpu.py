@@ -24,6 +24,11 @@ checkpoint itself (ipx2p_tools.checkpoints), then runs one process per dtype, ea
   core_compile core's TorchCompileModel (inductor) + DualCFGGuider 7.5 / 1.5: what a user can do without the pack
   diffusers    StableDiffusionInstructPix2PixPipeline 7.5 / 1.5 (only when diffusers imports)
 
+and, with --guidance (or named in --variants): what a guidance map, a schedule and localize cost per step:
+  pack_map     IPX2P_Edit 7.5 / 1.5 with a guidance_map over the middle quarter, 3.0 / 2.0 outside
+  pack_sched   IPX2P_Edit with an IPX2P_GuidanceSchedule 7.5 -> 5 / 1.5 -> 1.8, linear
+  pack_local   IPX2P_Edit 7.5 / 1.5 with localize auto
+
 and the checks (PASS / FAIL with the error text):
   hooks: ...   a hooked conditioning (core CreateHookLoraModelOnly + ConditioningSetProperties) sampled
                with the pack's MODEL through IPX2P_Edit and through IPX2P_Guider + SamplerCustomAdvanced
@@ -95,6 +100,7 @@ class Variant:
     what: str
     floor_branches: int = 3
     fast: bool = False  # pack: IPX2P_Edit's `fast`; core: TorchCompileModel before the guider
+    guidance: str = ""  # pack: "map" | "schedule" | "localize" (issue 18's per-step costs)
 
 
 VARIANTS: dict[str, Variant] = {
@@ -110,7 +116,14 @@ VARIANTS: dict[str, Variant] = {
     "pack_fast_eq": Variant("pack", 1.5, 1.5, "IPX2P_Edit 1.5 / 1.5, fast on", fast=True),
     "core_compile": Variant("core", 7.5, 1.5, "core TorchCompileModel (inductor) + DualCFGGuider 7.5 / 1.5", fast=True),
     "diffusers": Variant("diffusers", 7.5, 1.5, "diffusers StableDiffusionInstructPix2PixPipeline 7.5 / 1.5"),
+    "pack_map": Variant("pack", 7.5, 1.5, "IPX2P_Edit 7.5 / 1.5 with a guidance_map over the middle quarter, "
+                        "3.0 / 2.0 outside", guidance="map"),
+    "pack_sched": Variant("pack", 7.5, 1.5, "IPX2P_Edit with a Guidance Schedule 7.5 -> 5 / 1.5 -> 1.8, linear",
+                          guidance="schedule"),
+    "pack_local": Variant("pack", 7.5, 1.5, "IPX2P_Edit 7.5 / 1.5 with localize auto", guidance="localize"),
 }
+# Not in the default run (it must finish inside 8 minutes): --guidance adds them
+GUIDANCE_VARIANTS = ("pack_map", "pack_sched", "pack_local")
 CHECKS = ("hooks: IPX2P_Edit", "hooks: IPX2P_Guider", "hooks: core (control)", "loader: no stand-ins",
           "fast: agrees with eager")
 
@@ -382,9 +395,26 @@ class Child:
             out = g.add("IPX2P_Edit", model=(loader, 0), positive=(positive, 0), negative=(negative, 0),
                         edit_latent=(encoded, 0), seed=seed, steps=steps, text_cfg=variant.text_cfg,
                         image_cfg=variant.image_cfg, sampler_name=SAMPLER, scheduler=SCHEDULER, denoise=1.0,
-                        **({"fast": True} if variant.fast else {}))
+                        **({"fast": True} if variant.fast else {}), **self.guidance_inputs(g, variant))
         save_latent(g, out)
         return g
+
+    def guidance_inputs(self, g: Any, variant: Variant) -> dict[str, Any]:
+        """IPX2P_Edit's inputs for the guidance rows, as bench_edit.py's pack_map / pack_sched / pack_local."""
+        if variant.guidance == "map":
+            size = self.size
+            canvas = g.add("SolidMask", value=0.0, width=size, height=size)
+            patch = g.add("SolidMask", value=1.0, width=size // 2, height=size // 2)
+            quarter = g.add("MaskComposite", destination=(canvas, 0), source=(patch, 0), x=size // 4, y=size // 4,
+                            operation="add")
+            return {"guidance_map": (quarter, 0), "text_cfg_outside": 3.0, "image_cfg_outside": 2.0}
+        if variant.guidance == "schedule":
+            schedule = g.add("IPX2P_GuidanceSchedule", text_cfg_start=variant.text_cfg, text_cfg_end=5.0,
+                             image_cfg_start=variant.image_cfg, image_cfg_end=1.8, curve="linear")
+            return {"schedule": (schedule, 0)}
+        if variant.guidance == "localize":
+            return {"localize": "auto"}
+        return {}
 
     def core_graph(self, variant: Variant, seed: int, steps: int, hooks: bool = False) -> Any:
         from ipx2p_tools.testkit.graph import Graph, save_latent
@@ -834,7 +864,8 @@ def ratios(rows: list[dict], steps: list[int], device: str) -> list[str]:
              ("diffusers", "pack_2br", "diffusers runs 3"), ("pack", "pack_2br", ""), ("pack", "pack_eq", ""),
              ("pack_fast", "diffusers", "<= 0.5"), ("pack_fast", "core_compile", "<= 1.0"),
              ("pack_fast_2br", "pack_fast", "<= 0.75"), ("pack_fast_eq", "pack_fast", "<= 0.75"),
-             ("pack_fast", "pack", ""))
+             ("pack_fast", "pack", ""), ("pack_map", "pack", "<= 1.02"), ("pack_sched", "pack", "<= 1.02"),
+             ("pack_local", "pack", "<= 1.02"))
     out = []
     for key in sorted({row_key(r) for r in rows}, key=lambda k: (PATCHERS.index(k[0]) if k[0] in PATCHERS else 9,
                                                                  DTYPES.index(k[1]))):
@@ -863,10 +894,11 @@ def ratios(rows: list[dict], steps: list[int], device: str) -> list[str]:
 
 def default_variants(device: str) -> list[str]:
     if device == "cuda":
-        return list(VARIANTS)
+        return [name for name in VARIANTS if name not in GUIDANCE_VARIANTS]
     # on a CPU: no diffusers; core's compile node would compile the full-size UNet with inductor for
     # many minutes; the pack's fast path falls back there (as for a user), so one fast row shows it
-    return [name for name in VARIANTS if name not in ("diffusers", "core_compile", "pack_fast_2br", "pack_fast_eq")]
+    return [name for name in VARIANTS
+            if name not in ("diffusers", "core_compile", "pack_fast_2br", "pack_fast_eq", *GUIDANCE_VARIANTS)]
 
 
 def parent(args: argparse.Namespace) -> int:
@@ -888,6 +920,8 @@ def parent(args: argparse.Namespace) -> int:
             if patcher not in PATCHERS[:2]:
                 raise SystemExit(f"gpu: --patchers: {patcher!r} is not one of dynamic, legacy")
     variants = args.variants.split(",") if args.variants else default_variants(args.device)
+    if args.guidance:
+        variants += [name for name in GUIDANCE_VARIANTS if name not in variants]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise SystemExit(f"gpu: unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
@@ -1071,6 +1105,8 @@ def main() -> int:
                                                       f"counted on a {SYNC_STEPS}-step edit either way")
     parser.add_argument("--dtypes", default="", help="fp16,bf16 on CUDA (default), fp32 on CPU (default)")
     parser.add_argument("--variants", default="", help=f"from {', '.join(VARIANTS)}")
+    parser.add_argument("--guidance", action="store_true",
+                        help=f"also the rows {', '.join(GUIDANCE_VARIANTS)} (a guidance map, a schedule, localize)")
     parser.add_argument("--repeats", type=int, default=0, help="warm runs per measurement (default 2 on CUDA, 1 on CPU)")
     parser.add_argument("--budget-s", type=float, default=450.0, help="stop starting new runs after this many seconds")
     parser.add_argument("--comfyui", default="", help="the ComfyUI tree (default: COMFYUI_PATH or IPX2P_HOST's)")

@@ -17,7 +17,7 @@ from ipx2p_tools.layout import REPO_ROOT
 
 # variant -> UNet batch per step it must show (the pack's algebra; core 0.30.0 drops u at image_cfg 1)
 EXPECTED_BRANCHES = {"floor": 3, "floor_2br": 2, "pack": 3, "pack_2br": 2, "pack_eq": 2, "core": 3, "core_2br": 2,
-                     "pack_fast": 3}
+                     "pack_fast": 3, "pack_map": 3, "pack_sched": 3, "pack_local": 3}
 EXPECTED_CHECKS = ("check: hooks: IPX2P_Edit", "check: hooks: IPX2P_Guider", "check: hooks: core (control)",
                    "check: loader: no stand-ins")
 NUMBER = re.compile(r"^\d+(\.\d+)?$")
@@ -73,7 +73,8 @@ def table_problems(text: str, dtype: str, steps: list[int]) -> list[str]:
 def test_cpu_run_prints_the_whole_table_and_the_checks_pass(ip2p_ckpt, tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     done = subprocess.run(
-        ["bash", "bench/gpu.sh", "--device", "cpu", "--size", "64", "--steps", "2", "--keep-logs", str(tmp_path)],
+        ["bash", "bench/gpu.sh", "--device", "cpu", "--size", "64", "--steps", "2", "--guidance", "--keep-logs",
+         str(tmp_path)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, env=env,
     )
     logs = "\n".join(p.read_text()[-3000:] for p in tmp_path.glob("*.log"))
@@ -89,6 +90,9 @@ def test_cpu_run_prints_the_whole_table_and_the_checks_pass(ip2p_ckpt, tmp_path)
     assert "core_compile" not in done.stdout, report  # not on a CPU (inductor on the full UNet takes many minutes)
     # the dropped branch must show in the ratios too: the pack at 2 branches against itself at 3
     assert re.search(r"fp32 s/step pack/pack_2br: @2 \d", done.stdout), report
+    # --guidance: a guidance map, a schedule and localize, each against the plain edit
+    for variant in ("pack_map", "pack_sched", "pack_local"):
+        assert re.search(rf"fp32 s/step {variant}/pack: @2 \d.* \(<= 1.02\)", done.stdout), report
 
 
 SAMPLE = """
