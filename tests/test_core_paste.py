@@ -92,6 +92,7 @@ def test_a_found_change_is_taken_whole_at_the_default_widgets(size, shape):
     result, weight = paste_back(original, edited, fit, None, None, settings)
     truth = torch.nn.functional.interpolate(region.unsqueeze(1), size=(height, width), mode="bilinear")[:, 0] > 0.5
     precision, recall = precision_recall(weight[0] >= 0.5, truth[0])
+    print(f"{shape} {width}x{height}: recall {recall:.3f} precision {precision:.3f}")
     assert recall >= 0.9 and precision >= 0.6, (precision, recall)
     far = grow(truth.float(), settings.feather + 8) == 0  # 8 px: the found outline's slack around the truth
     assert float(weight[far].max()) == 0.0

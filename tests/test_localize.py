@@ -83,6 +83,7 @@ def test_auto_finds_the_region_the_instruction_acts_on(host, pack, tiny):
     assert calls == plain_calls == [3] * EDIT["steps"]  # no extra UNet call, no extra branch
     region = report["region"]
     precision, recall = region_stats(region, rect() > 0)
+    print(f"auto, latent region: precision {precision:.3f} recall {recall:.3f}")
     assert precision >= 0.9 and recall >= 0.9, (precision, recall)
     outside = region == 0
     assert bool(outside.any())
@@ -101,6 +102,7 @@ def test_auto_finds_the_region_the_instruction_acts_on(host, pack, tiny):
     truth = torch.zeros(1, SIZE * 8, SIZE * 8, dtype=torch.bool)
     truth[:, RECT[0].start * 8:RECT[0].stop * 8, RECT[1].start * 8:RECT[1].stop * 8] = True
     precision, recall = region_stats(pixels, truth)
+    print(f"auto, region output at picture size: precision {precision:.3f} recall {recall:.3f}")
     assert precision >= 0.9 and recall >= 0.9, (precision, recall)
     assert torch.equal(out[0]["samples"], found)
 
@@ -116,6 +118,7 @@ def test_a_drawn_mask_and_auto_give_their_intersection(pack, tiny):
     truth = rect().bool()
     truth[..., SIZE // 2:] = False
     precision, recall = region_stats(region, truth)
+    print(f"auto with a drawn mask: precision {precision:.3f} recall {recall:.3f}")
     assert precision >= 0.9 and recall >= 0.9, (precision, recall)
     latent = tiny[3]["samples"]
     assert torch.equal(found[..., SIZE // 2:], latent[..., SIZE // 2:])
@@ -132,6 +135,7 @@ def test_the_identity_evaluates_i_only_while_gathering(pack, tiny):
     edit(pack, tiny, model, report, text_cfg=1.5, image_cfg=1.5, localize="auto", localize_until=0.3)
     assert calls == [3] * 3 + [2] * (EDIT["steps"] - 3)
     precision, recall = region_stats(report["region"], rect() > 0)
+    print(f"identity, i while gathering: precision {precision:.3f} recall {recall:.3f}")
     assert precision >= 0.9 and recall >= 0.9, (precision, recall)
 
 
