@@ -71,6 +71,7 @@ import bench_stats as stats  # noqa: E402
 SD15_DEFAULT = ("floor", "pack", "pack_2br", "pack_masked", "pack_id", "sweep2", "core", "diffusers")
 HOST_PACK = ("floor", "pack", "pack_2br", "pack_masked", "pack_id", "pack_map", "pack_sched", "pack_local")
 TEXT_CFG, IMAGE_CFG = 7.5, 1.5
+GUIDANCE_ROWS = {"pack_map": "map", "pack_sched": "schedule", "pack_local": "localize"}  # testkit.graph.guidance_inputs
 INSTRUCTION = "make it snowy"
 GIB = 1024**3
 
@@ -277,7 +278,7 @@ class HostWorker:
             raise RuntimeError("the bench graph does not validate:\n" + checked.error_text())
 
     def build(self, ckpt_name: str, picture_name: str) -> None:
-        from ipx2p_tools.testkit.graph import Graph
+        from ipx2p_tools.testkit.graph import Graph, guidance_inputs, middle_quarter
 
         g = Graph()
         image = g.add("LoadImage", image=picture_name)
@@ -308,20 +309,10 @@ class HostWorker:
                                  image_cfg_values=image_values, mode="grid", count=cells, cells_per_run=cells, **common)
                 else:
                     extra: dict[str, Any] = {}
-                    if base in ("pack_masked", "pack_map"):
-                        canvas = g.add("SolidMask", value=0.0, width=size, height=size)
-                        patch = g.add("SolidMask", value=1.0, width=size // 2, height=size // 2)
-                        quarter = (g.add("MaskComposite", destination=(canvas, 0), source=(patch, 0), x=size // 4,
-                                         y=size // 4, operation="add"), 0)
-                        if base == "pack_masked":
-                            extra["mask"] = quarter
-                        else:
-                            extra.update(guidance_map=quarter, text_cfg_outside=3.0, image_cfg_outside=2.0)
-                    if base == "pack_sched":
-                        extra["schedule"] = (g.add("IPX2P_GuidanceSchedule", text_cfg_start=TEXT_CFG, text_cfg_end=5.0,
-                                                   image_cfg_start=IMAGE_CFG, image_cfg_end=1.8, curve="linear"), 0)
-                    if base == "pack_local":
-                        extra["localize"] = "auto"
+                    if base == "pack_masked":
+                        extra["mask"] = middle_quarter(g, size)
+                    if base in GUIDANCE_ROWS:
+                        extra.update(guidance_inputs(g, GUIDANCE_ROWS[base], size, TEXT_CFG, IMAGE_CFG))
                     if base == "pack_id":
                         extra["formula"] = "instructdiffusion"
                     node = g.add("IPX2P_Edit", text_cfg=TEXT_CFG, image_cfg=1.0 if base == "pack_2br" else IMAGE_CFG,

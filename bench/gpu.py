@@ -376,7 +376,7 @@ class Child:
                      hooks=(hooks, 0))
 
     def pack_graph(self, variant: Variant, seed: int, steps: int, hooks: str = "") -> Any:
-        from ipx2p_tools.testkit.graph import Graph, save_latent
+        from ipx2p_tools.testkit.graph import Graph, guidance_inputs, save_latent
 
         g = Graph()
         loader, positive, negative, encoded = self.pack_inputs(g)
@@ -395,26 +395,11 @@ class Child:
             out = g.add("IPX2P_Edit", model=(loader, 0), positive=(positive, 0), negative=(negative, 0),
                         edit_latent=(encoded, 0), seed=seed, steps=steps, text_cfg=variant.text_cfg,
                         image_cfg=variant.image_cfg, sampler_name=SAMPLER, scheduler=SCHEDULER, denoise=1.0,
-                        **({"fast": True} if variant.fast else {}), **self.guidance_inputs(g, variant))
+                        **({"fast": True} if variant.fast else {}),
+                        **(guidance_inputs(g, variant.guidance, self.size, variant.text_cfg, variant.image_cfg)
+                           if variant.guidance else {}))
         save_latent(g, out)
         return g
-
-    def guidance_inputs(self, g: Any, variant: Variant) -> dict[str, Any]:
-        """IPX2P_Edit's inputs for the guidance rows, as bench_edit.py's pack_map / pack_sched / pack_local."""
-        if variant.guidance == "map":
-            size = self.size
-            canvas = g.add("SolidMask", value=0.0, width=size, height=size)
-            patch = g.add("SolidMask", value=1.0, width=size // 2, height=size // 2)
-            quarter = g.add("MaskComposite", destination=(canvas, 0), source=(patch, 0), x=size // 4, y=size // 4,
-                            operation="add")
-            return {"guidance_map": (quarter, 0), "text_cfg_outside": 3.0, "image_cfg_outside": 2.0}
-        if variant.guidance == "schedule":
-            schedule = g.add("IPX2P_GuidanceSchedule", text_cfg_start=variant.text_cfg, text_cfg_end=5.0,
-                             image_cfg_start=variant.image_cfg, image_cfg_end=1.8, curve="linear")
-            return {"schedule": (schedule, 0)}
-        if variant.guidance == "localize":
-            return {"localize": "auto"}
-        return {}
 
     def core_graph(self, variant: Variant, seed: int, steps: int, hooks: bool = False) -> Any:
         from ipx2p_tools.testkit.graph import Graph, save_latent

@@ -55,9 +55,9 @@ class SyntheticCheckpoint:
     def nbytes(self) -> int:
         """The size of the tensors the file holds (what it takes on disk, give or take a header)."""
         element = torch.empty((), dtype=self.dtype).element_size()
-        unet = sum(math.prod(shape) for key, shape in self.layout() if key.startswith("model.diffusion_model."))
-        total = sum(math.prod(shape) for _, shape in self.layout())
-        return element * (total + (unet if self.with_ema else 0))
+        ema = 2 if self.with_ema else 1  # the EMA copies repeat the UNet's tensors
+        return element * sum(math.prod(shape) * (ema if key.startswith("model.diffusion_model.") else 1)
+                             for key, shape in self.layout())
 
     @property
     def filename(self) -> str:

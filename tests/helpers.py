@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ipx2p_tools.layout import REPO_ROOT
-from ipx2p_tools.testkit.graph import Graph, read_saved_latent, save_latent  # noqa: F401  (tests import them from here)
+from ipx2p_tools.testkit.graph import Graph, read_saved_latent, rect_mask, save_latent  # noqa: F401  (tests import them from here)
 from ipx2p_tools.workflow import ApiWorkflow, load_ui, ui_to_api
 
 if TYPE_CHECKING:
@@ -62,13 +62,6 @@ def encode_graph(g: Graph, ckpt: str, picture: str, resize="keep", resolution=64
     negative = g.add("CLIPTextEncode", text="", clip=(loader, 1))
     encoded = g.add("IPX2P_EncodeImage", vae=(loader, 2), image=(image, 0), resize=resize, resolution=resolution)
     return loader, positive, negative, encoded
-
-
-def rect_mask(g: Graph, width: int, height: int, x: int, y: int, w: int, h: int, value: float = 1.0) -> str:
-    """A MASK of width x height that is `value` on the w x h rectangle at (x, y), 0 elsewhere (core nodes)."""
-    canvas = g.add("SolidMask", value=0.0, width=width, height=height)
-    patch = g.add("SolidMask", value=value, width=w, height=h)
-    return g.add("MaskComposite", destination=(canvas, 0), source=(patch, 0), x=x, y=y, operation="add")
 
 
 def edit_node(g: Graph, loader, positive, negative, encoded, seed=1, steps=3, text_cfg=7.5, image_cfg=1.5,

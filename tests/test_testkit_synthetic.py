@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import math
 
+import pytest
 import torch
 from safetensors import safe_open
 
@@ -99,8 +100,6 @@ def test_sparse_by_key_leaves_holes_and_writes_the_rest(tmp_path):
 
 
 def test_fixture_cache_refuses_what_cannot_fit_and_keeps_each_fixture_once(tmp_path):
-    import pytest
-
     from ipx2p_tools.checkpoints import need_free_disk, remove_stale
 
     with pytest.raises(OSError, match=r"needs 1048576\.0 GiB .* free in .* which has .* GiB\. Free some disk"):
